@@ -1,0 +1,109 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { JwtConfig } from '../config';
+
+export const ROLE_ADMIN = 'admin';
+export const ROLE_SERVICE = 'service';
+
+/** Who a verified token speaks for. */
+export interface Principal {
+  userId: string;
+  roles: ReadonlySet<string>;
+  /** Epoch milliseconds of the token's `exp`. */
+  expiresAt: number;
+}
+
+export class AuthError extends Error {
+  constructor(
+    readonly status: 401 | 503,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
+
+export interface TokenVerifier {
+  verify(token: string): Promise<Principal>;
+}
+
+const RSA_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
+const EC_ALGORITHMS: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' };
+const ASYMMETRIC_ALGORITHMS = [...RSA_ALGORITHMS, ...Object.values(EC_ALGORITHMS), 'EdDSA', 'Ed25519'];
+
+/** Only algorithms of the configured key's own family are accepted: no `none`, no HS/RS confusion. */
+function algorithmsForPublicKey(key: KeyObject): string[] {
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+      return RSA_ALGORITHMS;
+    case 'rsa-pss':
+      return RSA_ALGORITHMS.filter((alg) => alg.startsWith('PS'));
+    case 'ec': {
+      const curve = key.asymmetricKeyDetails?.namedCurve ?? '';
+      const alg = EC_ALGORITHMS[curve];
+      if (!alg) throw new Error(`unsupported EC curve ${curve} in SSEHUB_JWT_PUBLIC_KEY`);
+      return [alg];
+    }
+    case 'ed25519':
+      return ['EdDSA', 'Ed25519'];
+    default:
+      throw new Error(`unsupported key type ${String(key.asymmetricKeyType)} in SSEHUB_JWT_PUBLIC_KEY`);
+  }
+}
+
+type VerificationKey = Uint8Array | KeyObject | JWTVerifyGetKey;
+
+class JoseVerifier implements TokenVerifier {
+  constructor(
+    private readonly key: VerificationKey,
+    private readonly algorithms: string[],
+    private readonly config: JwtConfig,
+  ) {}
+
+  async verify(token: string): Promise<Principal> {
+    let payload: JWTPayload;
+    try {
+      const options = {
+        algorithms: this.algorithms,
+        issuer: this.config.issuer,
+        audience: this.config.audience,
+        requiredClaims: ['exp'],
+        clockTolerance: this.config.clockToleranceSec,
+      };
+      // jwtVerify's overloads differ only in the key's type; pick the matching one.
+      const result =
+        typeof this.key === 'function'
+          ? await jwtVerify(token, this.key, options)
+          : await jwtVerify(token, this.key, options);
+      payload = result.payload;
+    } catch (err) {
+      if (err instanceof errors.JWKSTimeout) throw new AuthError(503, 'key set unavailable');
+      if (err instanceof errors.JWTExpired) throw new AuthError(401, 'token expired');
+      if (err instanceof errors.JOSEError) throw new AuthError(401, `invalid token (${err.code})`);
+      throw new AuthError(401, 'invalid token');
+    }
+    const userId = payload[this.config.userClaim];
+    if (typeof userId !== 'string' || userId.length === 0) {
+      throw new AuthError(401, `token has no string "${this.config.userClaim}" claim`);
+    }
+    const rolesClaim = payload.roles;
+    const roles = new Set(Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : []);
+    return { userId, roles, expiresAt: (payload.exp as number) * 1000 };
+  }
+}
+
+/** Builds the verifier for the configured key; `fallbackSecret` is the development-mode key. */
+export function createVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): TokenVerifier {
+  if (config.secret !== undefined) {
+    return new JoseVerifier(new TextEncoder().encode(config.secret), ['HS256'], config);
+  }
+  if (config.publicKeyPem !== undefined) {
+    const key = createPublicKey(config.publicKeyPem);
+    return new JoseVerifier(key, algorithmsForPublicKey(key), config);
+  }
+  if (config.jwksUrl !== undefined) {
+    return new JoseVerifier(createRemoteJWKSet(new URL(config.jwksUrl)), ASYMMETRIC_ALGORITHMS, config);
+  }
+  if (fallbackSecret !== undefined) return new JoseVerifier(fallbackSecret, ['HS256'], config);
+  throw new Error('no JWT key configured');
+}

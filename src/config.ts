@@ -1,0 +1,185 @@
+import { readFileSync } from 'node:fs';
+
+export type TransportKind = 'memory' | 'redis';
+
+export interface JwtConfig {
+  /** HS256 shared secret. */
+  secret?: string;
+  /** PEM-encoded public key (RSA, EC or Ed25519). */
+  publicKeyPem?: string;
+  jwksUrl?: string;
+  issuer?: string;
+  audience?: string;
+  userClaim: string;
+  clockToleranceSec: number;
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  production: boolean;
+  logLevel: string;
+  transport: TransportKind;
+  redisUrl?: string;
+  channelPrefix: string;
+  heartbeatMs: number;
+  maxConnectionsPerUser: number;
+  bufferMaxEvents: number;
+  bufferMaxBytes: number;
+  writeStallMs: number;
+  maxEventBytes: number;
+  drainMs: number;
+  jwt: JwtConfig;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Every variable the hub reads; the README table and the deployment checks are kept against this list. */
+export const CONFIG_VARIABLES = [
+  'PORT',
+  'HOST',
+  'NODE_ENV',
+  'LOG_LEVEL',
+  'SSEHUB_TRANSPORT',
+  'REDIS_URL',
+  'SSEHUB_CHANNEL_PREFIX',
+  'SSEHUB_HEARTBEAT_MS',
+  'SSEHUB_MAX_CONNECTIONS_PER_USER',
+  'SSEHUB_BUFFER_MAX_EVENTS',
+  'SSEHUB_BUFFER_MAX_BYTES',
+  'SSEHUB_WRITE_STALL_MS',
+  'SSEHUB_MAX_EVENT_BYTES',
+  'SSEHUB_DRAIN_MS',
+  'SSEHUB_JWT_SECRET',
+  'SSEHUB_JWT_PUBLIC_KEY',
+  'SSEHUB_JWT_PUBLIC_KEY_FILE',
+  'SSEHUB_JWT_JWKS_URL',
+  'SSEHUB_JWT_ISSUER',
+  'SSEHUB_JWT_AUDIENCE',
+  'SSEHUB_JWT_USER_CLAIM',
+  'SSEHUB_JWT_CLOCK_TOLERANCE_S',
+] as const;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const CHANNEL_PREFIX_PATTERN = /^[A-Za-z0-9_.:{}-]{1,64}$/;
+
+class Reader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  string(name: string): string | undefined {
+    const value = this.env[name];
+    return value === undefined || value.trim() === '' ? undefined : value;
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.string(name);
+    if (raw === undefined) return fallback;
+    if (!/^\d+$/.test(raw.trim())) {
+      this.problems.push(`${name} must be a whole number, got ${JSON.stringify(raw)}`);
+      return fallback;
+    }
+    const value = Number(raw.trim());
+    if (value < min || value > max) {
+      this.problems.push(`${name} must be between ${min} and ${max}, got ${value}`);
+      return fallback;
+    }
+    return value;
+  }
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const read = new Reader(env);
+  const problems = read.problems;
+
+  const redisUrl = read.string('REDIS_URL');
+  const transportRaw = read.string('SSEHUB_TRANSPORT') ?? (redisUrl ? 'redis' : 'memory');
+  let transport: TransportKind = 'memory';
+  if (transportRaw === 'memory' || transportRaw === 'redis') {
+    transport = transportRaw;
+  } else {
+    problems.push(`SSEHUB_TRANSPORT must be "memory" or "redis", got ${JSON.stringify(transportRaw)}`);
+  }
+  if (transport === 'redis' && !redisUrl) {
+    problems.push('SSEHUB_TRANSPORT=redis needs REDIS_URL (e.g. redis://127.0.0.1:6379)');
+  }
+  if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) {
+    problems.push(`REDIS_URL must start with redis:// or rediss://, got ${JSON.stringify(redisUrl)}`);
+  }
+
+  const channelPrefix = read.string('SSEHUB_CHANNEL_PREFIX') ?? 'ssehub';
+  if (!CHANNEL_PREFIX_PATTERN.test(channelPrefix)) {
+    problems.push('SSEHUB_CHANNEL_PREFIX must be 1-64 characters of letters, digits and _ . : { } -');
+  }
+
+  const logLevel = read.string('LOG_LEVEL') ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel)) {
+    problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
+  }
+
+  let publicKeyPem = read.string('SSEHUB_JWT_PUBLIC_KEY');
+  const publicKeyFile = read.string('SSEHUB_JWT_PUBLIC_KEY_FILE');
+  if (publicKeyFile) {
+    if (publicKeyPem) problems.push('set SSEHUB_JWT_PUBLIC_KEY or SSEHUB_JWT_PUBLIC_KEY_FILE, not both');
+    try {
+      publicKeyPem = readFileSync(publicKeyFile, 'utf8');
+    } catch (err) {
+      problems.push(`SSEHUB_JWT_PUBLIC_KEY_FILE cannot be read: ${(err as Error).message}`);
+    }
+  }
+  const jwt: JwtConfig = {
+    secret: read.string('SSEHUB_JWT_SECRET'),
+    // Kubernetes secrets and shell exports often carry the PEM with literal "\n".
+    publicKeyPem: publicKeyPem?.replace(/\\n/g, '\n'),
+    jwksUrl: read.string('SSEHUB_JWT_JWKS_URL'),
+    issuer: read.string('SSEHUB_JWT_ISSUER'),
+    audience: read.string('SSEHUB_JWT_AUDIENCE'),
+    userClaim: read.string('SSEHUB_JWT_USER_CLAIM') ?? 'sub',
+    clockToleranceSec: read.integer('SSEHUB_JWT_CLOCK_TOLERANCE_S', 30, 0, 300),
+  };
+  const keySources = [jwt.secret, jwt.publicKeyPem, jwt.jwksUrl].filter((v) => v !== undefined);
+  if (keySources.length > 1) {
+    problems.push('set exactly one of SSEHUB_JWT_SECRET, SSEHUB_JWT_PUBLIC_KEY(_FILE), SSEHUB_JWT_JWKS_URL');
+  }
+  if (jwt.secret !== undefined && Buffer.byteLength(jwt.secret) < 32) {
+    problems.push('SSEHUB_JWT_SECRET must be at least 32 bytes (HS256 needs a 256-bit key)');
+  }
+  if (jwt.jwksUrl !== undefined && !/^https?:\/\//.test(jwt.jwksUrl)) {
+    problems.push('SSEHUB_JWT_JWKS_URL must be an http(s) URL');
+  }
+
+  const production = env.NODE_ENV === 'production';
+  if (production && keySources.length === 0) {
+    problems.push(
+      'NODE_ENV=production needs a JWT key: set SSEHUB_JWT_SECRET, SSEHUB_JWT_PUBLIC_KEY(_FILE) or SSEHUB_JWT_JWKS_URL',
+    );
+  }
+
+  const heartbeatMs = read.integer('SSEHUB_HEARTBEAT_MS', 15_000, 100, 3_600_000);
+  const config: Config = {
+    port: read.integer('PORT', 8080, 0, 65_535),
+    host: read.string('HOST') ?? '0.0.0.0',
+    production,
+    logLevel,
+    transport,
+    redisUrl,
+    channelPrefix,
+    heartbeatMs,
+    maxConnectionsPerUser: read.integer('SSEHUB_MAX_CONNECTIONS_PER_USER', 10, 1, 100_000),
+    bufferMaxEvents: read.integer('SSEHUB_BUFFER_MAX_EVENTS', 1024, 1, 1_000_000),
+    bufferMaxBytes: read.integer('SSEHUB_BUFFER_MAX_BYTES', 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    writeStallMs: read.integer('SSEHUB_WRITE_STALL_MS', 30_000, 100, 3_600_000),
+    maxEventBytes: read.integer('SSEHUB_MAX_EVENT_BYTES', 1024 * 1024, 64, 64 * 1024 * 1024),
+    drainMs: read.integer('SSEHUB_DRAIN_MS', 10_000, 0, 600_000),
+    jwt,
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}

@@ -1,0 +1,21 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import type { HttpDeps } from './deps';
+import { errorResponses } from './errors';
+import { mountOps } from './ops';
+import { mountStreams } from './streams';
+import { mountWebhooks } from './webhook';
+
+export function createApp(deps: HttpDeps): Koa {
+  const app = new Koa();
+  app.proxy = true;
+  app.silent = true;
+  const router = new Router();
+  mountStreams(router, deps);
+  mountWebhooks(router, deps);
+  mountOps(router, deps);
+  app.use(errorResponses(deps.log));
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}

@@ -1,0 +1,38 @@
+import type { Context, Next } from 'koa';
+import type { Logger } from 'pino';
+
+interface HttpErrorLike {
+  status?: number;
+  expose?: boolean;
+  message: string;
+  headers?: Record<string, string>;
+}
+
+/** Turns thrown HTTP errors into `{"error": "..."}` bodies; anything unexpected becomes a logged 500. */
+export function errorResponses(log: Logger) {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    try {
+      await next();
+    } catch (caught) {
+      const err = caught as HttpErrorLike;
+      const status = typeof err.status === 'number' && err.status >= 400 && err.status < 600 ? err.status : 500;
+      if (status >= 500 && !err.expose) log.error({ err, path: ctx.path }, 'request failed');
+      ctx.status = status;
+      if (err.headers) ctx.set(err.headers);
+      ctx.body = { error: err.expose ? err.message : 'internal error' };
+    }
+  };
+}
+
+/** An error whose status and message are meant for the client. */
+export class HttpError extends Error {
+  readonly expose = true;
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers?: Record<string, string>,
+  ) {
+    super(message);
+    this.name = 'HttpError';
+  }
+}

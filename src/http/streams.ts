@@ -1,0 +1,44 @@
+import type Router from '@koa/router';
+import type { HttpDeps } from './deps';
+import { HttpError } from './errors';
+import { authenticate } from './authenticate';
+import { ROLE_ADMIN } from '../auth/verifier';
+import type { StreamKind } from '../routing';
+
+const STREAM_PATHS: ReadonlyArray<{ path: string; stream: StreamKind; adminOnly: boolean }> = [
+  { path: '/api/v1/stream/agui', stream: 'agui', adminOnly: false },
+  { path: '/api/v1/stream/a2a', stream: 'a2a', adminOnly: false },
+  { path: '/api/v1/stream/contexts', stream: 'contexts', adminOnly: false },
+  { path: '/api/v1/analytics/stream', stream: 'analytics', adminOnly: true },
+];
+
+export function mountStreams(router: Router, deps: HttpDeps): void {
+  const { hub, verifier, metrics } = deps;
+  for (const { path, stream, adminOnly } of STREAM_PATHS) {
+    router.get(path, async (ctx) => {
+      let principal;
+      try {
+        principal = await authenticate(ctx, verifier);
+      } catch (err) {
+        metrics.connectionRejected('unauthorized');
+        throw err;
+      }
+      if (adminOnly && !principal.roles.has(ROLE_ADMIN)) {
+        metrics.connectionRejected('forbidden');
+        throw new HttpError(403, 'this stream requires the admin role');
+      }
+      const opened = hub.open(stream, principal.userId, principal.expiresAt, ctx.res);
+      if (opened.ok) {
+        // The connection owns the response from here on.
+        ctx.respond = false;
+        return;
+      }
+      metrics.connectionRejected(opened.reason);
+      if (opened.reason === 'draining') {
+        throw new HttpError(503, 'this replica is shutting down', { 'Retry-After': '1' });
+      }
+      ctx.status = 429;
+      ctx.body = null;
+    });
+  }
+}

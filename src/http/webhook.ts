@@ -1,0 +1,49 @@
+import type Router from '@koa/router';
+import type { HttpDeps } from './deps';
+import { HttpError } from './errors';
+import { authenticate } from './authenticate';
+import { readBody } from './read-body';
+import { ROLE_SERVICE } from '../auth/verifier';
+import { isEventKind } from '../routing';
+import { TransportUnavailableError } from '../transport/transport';
+import { buildEnvelope, parseWebhookBody } from '../wire/envelope';
+
+/**
+ * Seed-compatible publishing over HTTP: the body is the event with an extra top-level
+ * "user_id". The event is published through the transport like any other publisher's, so
+ * delivery (on this replica too) happens only from the subscription.
+ */
+export function mountWebhooks(router: Router, deps: HttpDeps): void {
+  const { config, transport, verifier, metrics } = deps;
+  router.post('/api/v1/webhook/:kind', async (ctx) => {
+    const kind = ctx.params.kind ?? '';
+    if (!isEventKind(kind)) throw new HttpError(404, `unknown event kind ${JSON.stringify(kind)}`);
+    const principal = await authenticate(ctx, verifier);
+    const body = await readBody(ctx.req, config.maxEventBytes);
+    const parsed = parseWebhookBody(body, config.maxEventBytes);
+    if (!parsed.ok) {
+      metrics.eventRejected(parsed.reason);
+      throw new HttpError(parsed.reason === 'too_large' ? 413 : 400, `${parsed.reason}: ${parsed.detail}`);
+    }
+    if (principal.userId !== parsed.userId && !principal.roles.has(ROLE_SERVICE)) {
+      throw new HttpError(403, 'a token may publish only to its own user unless it has the service role');
+    }
+    const envelope = buildEnvelope(parsed.userId, parsed.event);
+    if (envelope.length > config.maxEventBytes) {
+      metrics.eventRejected('too_large');
+      throw new HttpError(413, `envelope of ${envelope.length} bytes exceeds ${config.maxEventBytes}`);
+    }
+    try {
+      await transport.publish(kind, envelope);
+    } catch (err) {
+      metrics.publishResult(kind, false);
+      if (err instanceof TransportUnavailableError) {
+        throw new HttpError(503, 'event transport unavailable; the event was not published', { 'Retry-After': '1' });
+      }
+      throw err;
+    }
+    metrics.publishResult(kind, true);
+    ctx.status = 202;
+    ctx.body = { status: 'published', kind, user_id: parsed.userId, transport: transport.name, bytes: parsed.event.length };
+  });
+}

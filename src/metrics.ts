@@ -1,0 +1,149 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { EVENT_KINDS, STREAM_KINDS, type EventKind, type StreamKind } from './routing';
+import { REJECT_REASONS, type RejectReason } from './wire/envelope';
+import { DISCONNECT_REASONS, type DisconnectReason } from './sse/connection';
+
+export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'draining'] as const;
+export type ConnectionRejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
+
+/** The seed's dashboards label the aggregated stream "context"; keep that label value. */
+const CHANNEL_LABEL: Record<StreamKind, string> = {
+  agui: 'agui',
+  a2a: 'a2a',
+  contexts: 'context',
+  analytics: 'analytics',
+};
+
+export interface MetricsSources {
+  connections(stream: StreamKind): number;
+  transportListening(): boolean;
+}
+
+/**
+ * Prometheus metrics in a registry of the hub's own. No label carries a user or connection
+ * id, so the number of series is fixed whatever the traffic.
+ */
+export class HubMetrics {
+  readonly registry = new Registry();
+  private readonly eventsReceived: Counter<'kind'>;
+  private readonly eventsRejected: Counter<'reason'>;
+  private readonly framesDelivered: Counter<'stream'>;
+  private readonly disconnects: Counter<'reason'>;
+  private readonly connectionsRejected: Counter<'reason'>;
+  private readonly published: Counter<'kind' | 'result'>;
+  private readonly resubscribes: Counter;
+  private readonly deliveryLatency: Histogram;
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+
+    new Gauge({
+      name: 'sse_active_connections',
+      help: 'Open SSE connections on this replica, by stream',
+      labelNames: ['channel'],
+      registers,
+      collect() {
+        for (const stream of STREAM_KINDS) this.set({ channel: CHANNEL_LABEL[stream] }, sources.connections(stream));
+      },
+    });
+    new Gauge({
+      name: 'ssehub_transport_listening',
+      help: '1 while the transport subscription is established, 0 while it is down',
+      registers,
+      collect() {
+        this.set(sources.transportListening() ? 1 : 0);
+      },
+    });
+    this.eventsReceived = new Counter({
+      name: 'ssehub_events_received_total',
+      help: 'Valid events received from the transport, by kind',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.eventsRejected = new Counter({
+      name: 'ssehub_events_rejected_total',
+      help: 'Messages dropped as invalid, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.framesDelivered = new Counter({
+      name: 'ssehub_frames_delivered_total',
+      help: 'Event frames written to connections, by stream',
+      labelNames: ['stream'],
+      registers,
+    });
+    this.disconnects = new Counter({
+      name: 'ssehub_disconnects_total',
+      help: 'Closed SSE connections, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.connectionsRejected = new Counter({
+      name: 'ssehub_connections_rejected_total',
+      help: 'Stream requests refused, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.published = new Counter({
+      name: 'ssehub_published_total',
+      help: 'Events published through this replica (webhook), by kind and result',
+      labelNames: ['kind', 'result'],
+      registers,
+    });
+    this.resubscribes = new Counter({
+      name: 'ssehub_transport_resubscribes_total',
+      help: 'Times the transport subscription was re-established after a loss',
+      registers,
+    });
+    this.deliveryLatency = new Histogram({
+      name: 'ssehub_delivery_seconds',
+      help: 'Time from receiving an event from the transport to writing it to every local connection',
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+
+    // Pre-create every labelled series so dashboards and alerts see zeros instead of gaps.
+    for (const kind of EVENT_KINDS) this.eventsReceived.inc({ kind }, 0);
+    for (const reason of REJECT_REASONS) this.eventsRejected.inc({ reason }, 0);
+    for (const stream of STREAM_KINDS) this.framesDelivered.inc({ stream }, 0);
+    for (const reason of DISCONNECT_REASONS) this.disconnects.inc({ reason }, 0);
+    for (const reason of CONNECTION_REJECT_REASONS) this.connectionsRejected.inc({ reason }, 0);
+  }
+
+  eventReceived(kind: EventKind): void {
+    this.eventsReceived.inc({ kind });
+  }
+
+  eventRejected(reason: RejectReason): void {
+    this.eventsRejected.inc({ reason });
+  }
+
+  delivered(stream: StreamKind, frames: number): void {
+    this.framesDelivered.inc({ stream }, frames);
+  }
+
+  disconnected(reason: DisconnectReason): void {
+    this.disconnects.inc({ reason });
+  }
+
+  connectionRejected(reason: ConnectionRejectReason): void {
+    this.connectionsRejected.inc({ reason });
+  }
+
+  publishResult(kind: EventKind, ok: boolean): void {
+    this.published.inc({ kind, result: ok ? 'ok' : 'failed' });
+  }
+
+  resubscribed(): void {
+    this.resubscribes.inc();
+  }
+
+  observeDelivery(seconds: number): void {
+    this.deliveryLatency.observe(seconds);
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

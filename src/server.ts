@@ -1,0 +1,103 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { createVerifier } from './auth/verifier';
+import type { Config } from './config';
+import { createApp } from './http/app';
+import { Hub } from './hub';
+import { HubMetrics } from './metrics';
+import { STREAM_KINDS } from './routing';
+import { MemoryTransport } from './transport/memory';
+import { RedisTransport } from './transport/redis';
+import type { Transport } from './transport/transport';
+
+export interface HubServerOptions {
+  config: Config;
+  log: Logger;
+  /** Development-mode HS256 key, used only when the config names no key. */
+  fallbackSecret?: Uint8Array;
+  /** Overrides the transport the config selects (embedding, tests). */
+  transport?: Transport;
+}
+
+function createTransport(config: Config, log: Logger): Transport {
+  if (config.transport === 'redis') {
+    return new RedisTransport({ url: config.redisUrl as string, channelPrefix: config.channelPrefix, logger: log });
+  }
+  return new MemoryTransport();
+}
+
+/** A running hub: HTTP server, transport subscription and local registry, wired together. */
+export class HubServer {
+  readonly hub: Hub;
+  readonly transport: Transport;
+  readonly metrics: HubMetrics;
+  private readonly server: Server;
+  private readonly log: Logger;
+
+  constructor(private readonly options: HubServerOptions) {
+    const { config } = options;
+    this.log = options.log;
+    this.transport = options.transport ?? createTransport(config, this.log);
+    const transport = this.transport;
+    let hub: Hub | undefined;
+    this.metrics = new HubMetrics({
+      connections: (stream) => hub?.registry.count(stream) ?? 0,
+      transportListening: () => transport.isListening(),
+    });
+    hub = new Hub(
+      {
+        maxEventBytes: config.maxEventBytes,
+        heartbeatMs: config.heartbeatMs,
+        maxConnectionsPerUser: config.maxConnectionsPerUser,
+        outbound: { maxEvents: config.bufferMaxEvents, maxBytes: config.bufferMaxBytes, stallMs: config.writeStallMs },
+      },
+      this.metrics,
+      this.log,
+    );
+    this.hub = hub;
+    this.transport.onResubscribed(() => this.metrics.resubscribed());
+    const app = createApp({
+      config,
+      hub,
+      transport: this.transport,
+      verifier: createVerifier(config.jwt, options.fallbackSecret),
+      metrics: this.metrics,
+      log: this.log,
+    });
+    this.server = createServer(app.callback());
+    // Above typical load-balancer idle timeouts, so pooled publisher connections are not cut mid-request.
+    this.server.keepAliveTimeout = 65_000;
+    this.server.headersTimeout = 66_000;
+  }
+
+  async listen(): Promise<AddressInfo> {
+    await this.transport.start(this.hub.receive);
+    this.hub.start();
+    const { port, host } = this.options.config;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.server.address() as AddressInfo;
+    this.log.info({ port: address.port, transport: this.transport.name }, 'ssehub listening');
+    return address;
+  }
+
+  /** Graceful stop: readiness fails at once, streams are closed over the drain window, then everything closes. */
+  async shutdown(drainMs = this.options.config.drainMs): Promise<void> {
+    const open = STREAM_KINDS.reduce((sum, stream) => sum + this.hub.registry.count(stream), 0);
+    this.log.info({ drainMs, openStreams: open }, 'draining');
+    await this.hub.drain(drainMs);
+    this.hub.stop();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+    await this.transport.close();
+    this.log.info('stopped');
+  }
+}

@@ -1,0 +1,151 @@
+import type { ServerResponse } from 'node:http';
+import { HEARTBEAT_FRAME, encodeRetry } from './frame';
+
+export const DISCONNECT_REASONS = ['client_closed', 'slow_consumer', 'token_expired', 'shutdown', 'error'] as const;
+export type DisconnectReason = (typeof DISCONNECT_REASONS)[number];
+
+export interface OutboundLimits {
+  maxEvents: number;
+  maxBytes: number;
+  /** How long the socket may refuse writes before the client counts as stalled. */
+  stallMs: number;
+}
+
+export const SSE_HEADERS: Readonly<Record<string, string>> = {
+  'Content-Type': 'text/event-stream',
+  'Cache-Control': 'no-cache, no-transform',
+  'X-Accel-Buffering': 'no',
+  Connection: 'keep-alive',
+};
+
+/**
+ * One open event stream. Frames go straight to the socket while it accepts them; once
+ * `write()` reports back-pressure they queue up to the configured bound, and a client that
+ * stays behind past it is disconnected so that it reconnects instead of pinning memory.
+ */
+export class SseConnection {
+  private closed = false;
+  /** Frames waiting for 'drain'; null while the socket accepts writes. */
+  private backlog: Buffer[] | null = null;
+  private backlogHead = 0;
+  private backlogBytes = 0;
+  private congestedSince = 0;
+  private lastWriteAt: number;
+
+  constructor(
+    readonly id: string,
+    readonly userId: string,
+    /** Epoch milliseconds after which the credentials that opened the stream are no longer valid. */
+    readonly expiresAt: number,
+    private readonly res: ServerResponse,
+    private readonly limits: OutboundLimits,
+    private readonly onClose: (connection: SseConnection, reason: DisconnectReason) => void,
+  ) {
+    this.lastWriteAt = Date.now();
+    res.on('close', () => this.close('client_closed'));
+    res.on('error', () => this.close('error'));
+  }
+
+  /** Starts the response; nothing else is written until the first frame or heartbeat. */
+  open(): void {
+    this.res.writeHead(200, SSE_HEADERS);
+    this.res.flushHeaders();
+    const socket = this.res.socket;
+    if (socket) {
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, 30_000);
+      socket.setTimeout(0);
+    }
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Returns false when the frame was not accepted (connection closed or just dropped as too slow). */
+  send(frame: Buffer): boolean {
+    if (this.closed) return false;
+    const backlog = this.backlog;
+    if (backlog === null) {
+      this.lastWriteAt = Date.now();
+      if (!this.res.write(frame)) this.startBacklog();
+      return true;
+    }
+    if (
+      backlog.length - this.backlogHead >= this.limits.maxEvents ||
+      this.backlogBytes + frame.length > this.limits.maxBytes
+    ) {
+      this.close('slow_consumer');
+      return false;
+    }
+    backlog.push(frame);
+    this.backlogBytes += frame.length;
+    return true;
+  }
+
+  /** Called periodically by the hub: heartbeats for idle streams, stall and expiry checks. */
+  tick(now: number, heartbeatMs: number): void {
+    if (this.closed) return;
+    if (now >= this.expiresAt) {
+      this.close('token_expired');
+      return;
+    }
+    if (this.backlog !== null) {
+      if (now - this.congestedSince >= this.limits.stallMs) this.close('slow_consumer');
+      return;
+    }
+    if (now - this.lastWriteAt >= heartbeatMs) this.send(HEARTBEAT_FRAME);
+  }
+
+  /** Tells the client when to come back, then ends the stream (used while draining). */
+  closeWithRetryHint(retryMs: number): void {
+    if (this.closed) return;
+    if (this.backlog === null) this.res.write(encodeRetry(retryMs));
+    this.close('shutdown');
+  }
+
+  close(reason: DisconnectReason): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.backlog = null;
+    this.backlogBytes = 0;
+    // A stuck client would never take the rest of its buffer: drop the socket instead of ending politely.
+    if (reason === 'slow_consumer' || reason === 'error') this.res.destroy();
+    else if (!this.res.writableEnded) this.res.end();
+    this.onClose(this, reason);
+  }
+
+  private startBacklog(): void {
+    this.backlog = [];
+    this.backlogHead = 0;
+    this.congestedSince = Date.now();
+    this.res.once('drain', this.flushBacklog);
+  }
+
+  private readonly flushBacklog = (): void => {
+    const backlog = this.backlog;
+    if (this.closed || backlog === null) return;
+    while (this.backlogHead < backlog.length) {
+      const frame = backlog[this.backlogHead] as Buffer;
+      this.backlogHead++;
+      this.backlogBytes -= frame.length;
+      this.lastWriteAt = Date.now();
+      if (!this.res.write(frame)) {
+        this.compactBacklog();
+        this.congestedSince = Date.now();
+        this.res.once('drain', this.flushBacklog);
+        return;
+      }
+    }
+    this.backlog = null;
+    this.backlogHead = 0;
+    this.backlogBytes = 0;
+  };
+
+  private compactBacklog(): void {
+    if (this.backlog !== null && this.backlogHead > 0) {
+      this.backlog = this.backlog.slice(this.backlogHead);
+      this.backlogHead = 0;
+    }
+  }
+}

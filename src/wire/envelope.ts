@@ -1,0 +1,119 @@
+import { isUtf8 } from 'node:buffer';
+import { scanObjectMembers, type JsonMember } from './json-members';
+
+/**
+ * The transport envelope every publisher sends, from any language:
+ *   {"user_id":"<id>","event":{...}}
+ * The event's bytes are kept exactly as published.
+ */
+
+export const REJECT_REASONS = [
+  'too_large',
+  'invalid_utf8',
+  'malformed_json',
+  'not_an_object',
+  'invalid_user_id',
+  'invalid_event',
+  'duplicate_member',
+  'unknown_kind',
+] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+export const MAX_USER_ID_LENGTH = 512;
+
+export interface ParsedEnvelope {
+  ok: true;
+  userId: string;
+  /** Raw bytes of the event object, a view into the received buffer. */
+  event: Buffer;
+}
+
+export interface Rejected {
+  ok: false;
+  reason: RejectReason;
+  detail: string;
+}
+
+function reject(reason: RejectReason, detail: string): Rejected {
+  return { ok: false, reason, detail };
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+interface DecodedObject {
+  value: Record<string, unknown>;
+  members: JsonMember[];
+}
+
+function decodeObject(buf: Buffer, maxBytes: number): DecodedObject | Rejected {
+  if (buf.length > maxBytes) return reject('too_large', `${buf.length} bytes exceeds the ${maxBytes}-byte limit`);
+  if (!isUtf8(buf)) return reject('invalid_utf8', 'payload is not valid UTF-8');
+  let value: unknown;
+  try {
+    value = JSON.parse(buf.toString('utf8'));
+  } catch (err) {
+    return reject('malformed_json', (err as Error).message);
+  }
+  if (!isPlainObject(value)) return reject('not_an_object', 'payload must be a JSON object');
+  const members = scanObjectMembers(buf);
+  const seen = new Set<string>();
+  for (const member of members) {
+    if (seen.has(member.key)) return reject('duplicate_member', `member "${member.key}" appears more than once`);
+    seen.add(member.key);
+  }
+  return { value, members };
+}
+
+function validUserId(value: unknown): Rejected | undefined {
+  if (typeof value !== 'string') return reject('invalid_user_id', '"user_id" must be a string');
+  if (value.length === 0) return reject('invalid_user_id', '"user_id" must not be empty');
+  if (value.length > MAX_USER_ID_LENGTH) {
+    return reject('invalid_user_id', `"user_id" is longer than ${MAX_USER_ID_LENGTH} characters`);
+  }
+  return undefined;
+}
+
+export function parseEnvelope(buf: Buffer, maxBytes: number): ParsedEnvelope | Rejected {
+  const decoded = decodeObject(buf, maxBytes);
+  if ('ok' in decoded) return decoded;
+  const userIdProblem = validUserId(decoded.value.user_id);
+  if (userIdProblem) return userIdProblem;
+  if (!isPlainObject(decoded.value.event)) return reject('invalid_event', '"event" must be a JSON object');
+  const member = decoded.members.find((m) => m.key === 'event');
+  if (!member) return reject('invalid_event', '"event" is missing');
+  return { ok: true, userId: decoded.value.user_id as string, event: buf.subarray(member.valueStart, member.valueEnd) };
+}
+
+/**
+ * Webhook bodies are the event itself with an extra top-level "user_id". The member is cut
+ * out of the bytes (with its separating comma) so the delivered event is otherwise exact.
+ */
+export function parseWebhookBody(buf: Buffer, maxBytes: number): ParsedEnvelope | Rejected {
+  const decoded = decodeObject(buf, maxBytes);
+  if ('ok' in decoded) return decoded;
+  const userIdProblem = validUserId(decoded.value.user_id);
+  if (userIdProblem) return userIdProblem;
+  const { members } = decoded;
+  const index = members.findIndex((m) => m.key === 'user_id');
+  const member = members[index] as JsonMember;
+  const next = members[index + 1];
+  const previous = members[index - 1];
+  let cutStart = member.start;
+  let cutEnd = member.valueEnd;
+  if (next) cutEnd = next.start;
+  else if (previous) cutStart = previous.valueEnd;
+  const objectStart = buf.indexOf(0x7b);
+  const objectEnd = buf.lastIndexOf(0x7d) + 1;
+  const event = Buffer.concat([buf.subarray(objectStart, cutStart), buf.subarray(cutEnd, objectEnd)]);
+  return { ok: true, userId: decoded.value.user_id as string, event };
+}
+
+const ENVELOPE_USER = Buffer.from('{"user_id":');
+const ENVELOPE_EVENT = Buffer.from(',"event":');
+const ENVELOPE_END = Buffer.from('}');
+
+export function buildEnvelope(userId: string, event: Buffer): Buffer {
+  return Buffer.concat([ENVELOPE_USER, Buffer.from(JSON.stringify(userId)), ENVELOPE_EVENT, event, ENVELOPE_END]);
+}

@@ -1,0 +1,110 @@
+/**
+ * Locates the members of a top-level JSON object as byte ranges, so that values can be
+ * forwarded byte-for-byte instead of being re-serialized (which would lose integers beyond
+ * 2^53, key order and the publisher's escapes).
+ *
+ * The input must already be known to be valid JSON (the caller runs JSON.parse first);
+ * this scanner only finds boundaries. JSON's structural characters are ASCII and UTF-8
+ * continuation bytes are >= 0x80, so scanning bytes is safe for any UTF-8 text.
+ */
+
+export interface JsonMember {
+  /** Decoded key. */
+  key: string;
+  /** Offset of the key's opening quote. */
+  start: number;
+  valueStart: number;
+  /** Offset just past the value. */
+  valueEnd: number;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+
+function isWhitespace(byte: number | undefined): boolean {
+  return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
+}
+
+function skipWhitespace(buf: Uint8Array, pos: number): number {
+  while (pos < buf.length && isWhitespace(buf[pos])) pos++;
+  return pos;
+}
+
+/** `pos` is at an opening quote; returns the offset just past the closing quote. */
+function skipString(buf: Uint8Array, pos: number): number {
+  pos++;
+  while (pos < buf.length) {
+    const byte = buf[pos];
+    if (byte === BACKSLASH) pos += 2;
+    else if (byte === QUOTE) return pos + 1;
+    else pos++;
+  }
+  throw new Error('unterminated string');
+}
+
+function skipValue(buf: Uint8Array, pos: number): number {
+  const first = buf[pos];
+  if (first === QUOTE) return skipString(buf, pos);
+  if (first === OPEN_BRACE || first === OPEN_BRACKET) {
+    let depth = 0;
+    while (pos < buf.length) {
+      const byte = buf[pos];
+      if (byte === QUOTE) {
+        pos = skipString(buf, pos);
+        continue;
+      }
+      if (byte === OPEN_BRACE || byte === OPEN_BRACKET) depth++;
+      else if (byte === CLOSE_BRACE || byte === CLOSE_BRACKET) {
+        depth--;
+        if (depth === 0) return pos + 1;
+      }
+      pos++;
+    }
+    throw new Error('unterminated container');
+  }
+  // number, true, false, null: runs until a delimiter
+  while (pos < buf.length) {
+    const byte = buf[pos];
+    if (byte === COMMA || byte === CLOSE_BRACE || byte === CLOSE_BRACKET || isWhitespace(byte)) break;
+    pos++;
+  }
+  return pos;
+}
+
+function decodeKey(buf: Uint8Array, start: number, end: number): string {
+  const raw = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
+  // Keys without escapes (nearly all of them) decode without the JSON parser.
+  return raw.includes(BACKSLASH) ? (JSON.parse(raw.toString('utf8')) as string) : raw.toString('utf8', 1, raw.length - 1);
+}
+
+/** Members of the object that starts at the first non-whitespace byte of `buf`. */
+export function scanObjectMembers(buf: Uint8Array): JsonMember[] {
+  let pos = skipWhitespace(buf, 0);
+  if (buf[pos] !== OPEN_BRACE) throw new Error('not an object');
+  pos = skipWhitespace(buf, pos + 1);
+  const members: JsonMember[] = [];
+  if (buf[pos] === CLOSE_BRACE) return members;
+  for (;;) {
+    const start = pos;
+    const keyEnd = skipString(buf, pos);
+    const key = decodeKey(buf, start, keyEnd);
+    pos = skipWhitespace(buf, keyEnd);
+    if (buf[pos] !== COLON) throw new Error('expected colon');
+    const valueStart = skipWhitespace(buf, pos + 1);
+    const valueEnd = skipValue(buf, valueStart);
+    members.push({ key, start, valueStart, valueEnd });
+    pos = skipWhitespace(buf, valueEnd);
+    if (buf[pos] === COMMA) {
+      pos = skipWhitespace(buf, pos + 1);
+      continue;
+    }
+    if (buf[pos] === CLOSE_BRACE) return members;
+    throw new Error('expected comma or closing brace');
+  }
+}
