@@ -37,8 +37,10 @@ export function mountStreams(router: Router, deps: HttpDeps): void {
       if (opened.reason === 'draining') {
         throw new HttpError(503, 'this replica is shutting down', { 'Retry-After': '1' });
       }
-      ctx.status = 429;
-      ctx.body = null;
+      // Seed contract: 429 with an empty body (Koa would turn a null body into 204).
+      ctx.respond = false;
+      ctx.res.writeHead(429, { 'Content-Length': '0' });
+      ctx.res.end();
     });
   }
 }

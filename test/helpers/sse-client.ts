@@ -1,0 +1,138 @@
+import { request, type IncomingHttpHeaders } from 'node:http';
+
+export interface SseFrame {
+  event?: string;
+  id?: string;
+  retry?: string;
+  data: string;
+}
+
+export interface SseStream {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** Everything received so far, byte for byte. */
+  raw(): string;
+  /** Complete frames received so far. */
+  frames(): SseFrame[];
+  /** Complete frames other than heartbeats. */
+  events(): SseFrame[];
+  waitFor(predicate: (stream: SseStream) => boolean, timeoutMs?: number, what?: string): Promise<void>;
+  waitForEvents(count: number, timeoutMs?: number): Promise<SseFrame[]>;
+  /** Resolves when the server ends the response or the socket closes. */
+  ended: Promise<void>;
+  isEnded(): boolean;
+  close(): void;
+}
+
+/** One SSE block parsed as the WHATWG algorithm does (one leading space stripped; CR, LF, CRLF). */
+function parseBlock(block: string): SseFrame | undefined {
+  const frame: SseFrame = { data: '' };
+  const dataLines: string[] = [];
+  for (const line of block.split(/\r\n|\n|\r/)) {
+    if (line === '' || line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const name = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (name === 'data') dataLines.push(value);
+    else if (name === 'event') frame.event = value;
+    else if (name === 'id') frame.id = value;
+    else if (name === 'retry') frame.retry = value;
+  }
+  frame.data = dataLines.join('\n');
+  return dataLines.length > 0 || frame.retry !== undefined || frame.id !== undefined ? frame : undefined;
+}
+
+const BLOCK_END = /\r\n\r\n|\n\n|\r\r/;
+
+/** Parses the complete blocks of `text` and returns the incomplete tail. */
+function parseInto(frames: SseFrame[], text: string): string {
+  let rest = text;
+  for (;;) {
+    const match = BLOCK_END.exec(rest);
+    if (!match) return rest;
+    const frame = parseBlock(rest.slice(0, match.index));
+    if (frame) frames.push(frame);
+    rest = rest.slice(match.index + match[0].length);
+  }
+}
+
+export function parseFrames(text: string): SseFrame[] {
+  const frames: SseFrame[] = [];
+  parseInto(frames, text);
+  return frames;
+}
+
+const isEvent = (f: SseFrame): boolean => f.event !== 'heartbeat' && f.retry === undefined;
+
+export interface OpenOptions {
+  token?: string;
+  cookie?: string;
+  headers?: Record<string, string>;
+}
+
+export function openStream(baseUrl: string, path: string, options: OpenOptions = {}): Promise<SseStream> {
+  const url = new URL(path, baseUrl);
+  const headers: Record<string, string> = { Accept: 'text/event-stream', ...options.headers };
+  if (options.token) headers.Authorization = `Bearer ${options.token}`;
+  if (options.cookie) headers.Cookie = options.cookie;
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'GET', headers, agent: false }, (res) => {
+      let text = '';
+      let tail = '';
+      const parsed: SseFrame[] = [];
+      const events: SseFrame[] = [];
+      let ended = false;
+      let endedResolve: () => void = () => undefined;
+      const endedPromise = new Promise<void>((r) => (endedResolve = r));
+      const markEnded = (): void => {
+        ended = true;
+        endedResolve();
+      };
+      res.setEncoding('utf8');
+      // Parsed as it arrives, so a fast stream is read at socket speed however large it grows.
+      res.on('data', (chunk: string) => {
+        text += chunk;
+        const before = parsed.length;
+        tail = parseInto(parsed, tail + chunk);
+        for (let i = before; i < parsed.length; i++) if (isEvent(parsed[i] as SseFrame)) events.push(parsed[i] as SseFrame);
+      });
+      res.on('end', markEnded);
+      res.on('close', markEnded);
+      res.on('error', markEnded);
+      const stream: SseStream = {
+        status: res.statusCode ?? 0,
+        headers: res.headers,
+        raw: () => text,
+        frames: () => parsed,
+        events: () => events,
+        ended: endedPromise,
+        isEnded: () => ended,
+        close: () => {
+          req.destroy();
+          markEnded();
+        },
+        async waitFor(predicate, timeoutMs = 5000, what = 'condition') {
+          const deadline = Date.now() + timeoutMs;
+          while (!predicate(stream)) {
+            if (Date.now() > deadline) {
+              throw new Error(`timed out waiting for ${what}; received so far:\n${text.slice(-2000)}`);
+            }
+            await new Promise((r) => setTimeout(r, 10));
+          }
+        },
+        async waitForEvents(count, timeoutMs = 5000) {
+          await stream.waitFor((s) => s.events().length >= count, timeoutMs, `${count} events`);
+          return [...events];
+        },
+      };
+      resolve(stream);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+}

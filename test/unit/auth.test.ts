@@ -1,0 +1,103 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { SignJWT } from 'jose';
+import type { JwtConfig } from '../../src/config';
+import { extractToken } from '../../src/auth/token';
+import { AuthError, createVerifier } from '../../src/auth/verifier';
+import { TEST_SECRET, mintToken, unsignedToken } from '../helpers/tokens';
+
+const base: JwtConfig = { userClaim: 'sub', clockToleranceSec: 0, secret: TEST_SECRET };
+
+async function rejection(promise: Promise<unknown>): Promise<AuthError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof AuthError) return err;
+    throw err;
+  }
+  throw new Error('expected the token to be rejected');
+}
+
+describe('token verification (HS256)', () => {
+  const verifier = createVerifier(base);
+
+  it('accepts a valid token and reads user, roles and expiry', async () => {
+    const principal = await verifier.verify(await mintToken('alice', { roles: ['admin', 7 as unknown as string] }));
+    expect(principal.userId).toBe('alice');
+    expect([...principal.roles]).toEqual(['admin']);
+    expect(principal.expiresAt).toBeGreaterThan(Date.now());
+  });
+
+  it('rejects expired tokens, wrong signatures and alg:none', async () => {
+    expect((await rejection(verifier.verify(await mintToken('a', { expiresIn: -10 })))).status).toBe(401);
+    const forged = await mintToken('a', { secret: 'another-secret-0123456789abcdef012345' });
+    expect((await rejection(verifier.verify(forged))).status).toBe(401);
+    expect((await rejection(verifier.verify(unsignedToken('a')))).status).toBe(401);
+    expect((await rejection(verifier.verify('not.a.jwt'))).status).toBe(401);
+  });
+
+  it('requires exp', async () => {
+    const noExp = await new SignJWT({ sub: 'a' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
+    expect((await rejection(verifier.verify(noExp))).message).toMatch(/invalid token/);
+  });
+
+  it('checks audience and issuer when configured', async () => {
+    const strict = createVerifier({ ...base, audience: 'ssehub', issuer: 'https://idp' });
+    await expect(strict.verify(await mintToken('a', { audience: 'ssehub', issuer: 'https://idp' }))).resolves.toBeDefined();
+    await rejection(strict.verify(await mintToken('a', { audience: 'other', issuer: 'https://idp' })));
+    await rejection(strict.verify(await mintToken('a', { audience: 'ssehub', issuer: 'https://evil' })));
+    await rejection(strict.verify(await mintToken('a')));
+  });
+
+  it('reads the user from the configured claim', async () => {
+    const custom = createVerifier({ ...base, userClaim: 'uid' });
+    expect((await custom.verify(await mintToken('ignored', { claims: { uid: 'u-42' } }))).userId).toBe('u-42');
+    await rejection(custom.verify(await mintToken('ignored')));
+  });
+});
+
+describe('token verification (public keys)', () => {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsaPem = rsa.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, publicKeyPem: rsaPem });
+
+  it('accepts RS256 tokens signed with the private key', async () => {
+    const token = await new SignJWT({ sub: 'r' }).setProtectedHeader({ alg: 'RS256' }).setExpirationTime('1h').sign(rsa.privateKey);
+    expect((await verifier.verify(token)).userId).toBe('r');
+  });
+
+  it('rejects HS256 tokens signed with the public key as secret (algorithm confusion)', async () => {
+    const token = await new SignJWT({ sub: 'r' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setExpirationTime('1h')
+      .sign(new TextEncoder().encode(rsaPem));
+    expect((await rejection(verifier.verify(token))).status).toBe(401);
+  });
+
+  it('pins EC keys to their curve algorithm', async () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const ecVerifier = createVerifier({
+      userClaim: 'sub',
+      clockToleranceSec: 0,
+      publicKeyPem: ec.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    });
+    const token = await new SignJWT({ sub: 'e' }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('1h').sign(ec.privateKey);
+    expect((await ecVerifier.verify(token)).userId).toBe('e');
+    await rejection(verifier.verify(token));
+  });
+});
+
+describe('token extraction', () => {
+  it('takes the bearer header first, then the access_token cookie', () => {
+    expect(extractToken({ authorization: 'Bearer abc.def.ghi' })).toBe('abc.def.ghi');
+    expect(extractToken({ authorization: 'bearer  abc' })).toBe('abc');
+    expect(extractToken({ cookie: 'theme=dark; access_token=tok%2E1; x=y' })).toBe('tok.1');
+    expect(extractToken({ authorization: 'Bearer h', cookie: 'access_token=c' })).toBe('h');
+  });
+
+  it('ignores other schemes, empty cookies and lookalike names', () => {
+    expect(extractToken({ authorization: 'Basic dXNlcjpwdw==' })).toBeUndefined();
+    expect(extractToken({ cookie: 'access_token=' })).toBeUndefined();
+    expect(extractToken({ cookie: 'my_access_token=x' })).toBeUndefined();
+    expect(extractToken({})).toBeUndefined();
+  });
+});

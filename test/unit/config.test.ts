@@ -1,0 +1,63 @@
+import { ConfigError, loadConfig } from '../../src/config';
+
+const problems = (env: Record<string, string>): string[] => {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+};
+
+describe('configuration', () => {
+  it('defaults to an in-process hub on port 8080', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      port: 8080,
+      transport: 'memory',
+      channelPrefix: 'ssehub',
+      heartbeatMs: 15000,
+      maxConnectionsPerUser: 10,
+      bufferMaxEvents: 1024,
+      bufferMaxBytes: 1048576,
+      maxEventBytes: 1048576,
+      drainMs: 10000,
+    });
+    expect(config.jwt.userClaim).toBe('sub');
+  });
+
+  it('uses redis when REDIS_URL is set', () => {
+    expect(loadConfig({ REDIS_URL: 'redis://r:6379' }).transport).toBe('redis');
+    expect(loadConfig({ REDIS_URL: 'redis://r:6379', SSEHUB_TRANSPORT: 'memory' }).transport).toBe('memory');
+  });
+
+  it('reports every problem at once, clearly', () => {
+    const found = problems({
+      PORT: 'eighty',
+      SSEHUB_TRANSPORT: 'kafka',
+      SSEHUB_HEARTBEAT_MS: '5',
+      SSEHUB_JWT_SECRET: 'short',
+      SSEHUB_JWT_JWKS_URL: 'https://idp/jwks',
+    });
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining('PORT must be a whole number'),
+        expect.stringContaining('SSEHUB_TRANSPORT must be'),
+        expect.stringContaining('SSEHUB_HEARTBEAT_MS must be between'),
+        expect.stringContaining('at least 32 bytes'),
+        expect.stringContaining('exactly one of'),
+      ]),
+    );
+  });
+
+  it('refuses production without a key and redis without a URL', () => {
+    expect(problems({ NODE_ENV: 'production' })).toEqual([expect.stringContaining('NODE_ENV=production needs a JWT key')]);
+    expect(problems({ SSEHUB_TRANSPORT: 'redis' })).toEqual([expect.stringContaining('needs REDIS_URL')]);
+  });
+
+  it('unescapes PEM keys given on one line', () => {
+    const config = loadConfig({ SSEHUB_JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----' });
+    expect(config.jwt.publicKeyPem).toBe('-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----');
+  });
+});
