@@ -1,5 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { SignJWT } from 'jose';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SignJWT, exportJWK } from 'jose';
 import type { JwtConfig } from '../../src/config';
 import { extractToken } from '../../src/auth/token';
 import { AuthError, createVerifier } from '../../src/auth/verifier';
@@ -83,6 +85,46 @@ describe('token verification (public keys)', () => {
     const token = await new SignJWT({ sub: 'e' }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('1h').sign(ec.privateKey);
     expect((await ecVerifier.verify(token)).userId).toBe('e');
     await rejection(verifier.verify(token));
+  });
+});
+
+describe('token verification (JWKS)', () => {
+  const signing = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  let server: Server;
+  let jwksUrl: string;
+  let fetches = 0;
+
+  beforeAll(async () => {
+    const jwk = { ...(await exportJWK(signing.publicKey)), kid: 'key-1', alg: 'RS256', use: 'sig' };
+    server = createServer((_req, res) => {
+      fetches++;
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ keys: [jwk] }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    jwksUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  const sign = (kid: string, key = signing.privateKey) =>
+    new SignJWT({ sub: 'j', roles: ['service'] }).setProtectedHeader({ alg: 'RS256', kid }).setExpirationTime('1h').sign(key);
+
+  it('verifies tokens against the fetched key set and caches it', async () => {
+    const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl });
+    expect((await verifier.verify(await sign('key-1'))).roles.has('service')).toBe(true);
+    await verifier.verify(await sign('key-1'));
+    expect(fetches).toBe(1);
+  });
+
+  it('rejects unknown key ids and foreign keys with 401', async () => {
+    const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl });
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    expect((await rejection(verifier.verify(await sign('key-2')))).status).toBe(401);
+    expect((await rejection(verifier.verify(await sign('key-1', other.privateKey)))).status).toBe(401);
   });
 });
 
