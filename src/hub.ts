@@ -42,6 +42,15 @@ export class Hub {
 
   /** The transport's sink. Never throws: a bad message is counted and logged, and the replica keeps serving. */
   readonly receive = (kind: string, envelope: Buffer): void => {
+    try {
+      this.dispatch(kind, envelope);
+    } catch (err) {
+      // A bug here must not take the transport's reader (and every other user's stream) down with it.
+      this.log.error({ err, kind }, 'event dispatch failed');
+    }
+  };
+
+  private dispatch(kind: string, envelope: Buffer): void {
     const startedAt = performance.now();
     if (!isEventKind(kind)) {
       this.reject({ ok: false, reason: 'unknown_kind', detail: `unknown event kind ${JSON.stringify(kind)}` });
@@ -62,7 +71,7 @@ export class Hub {
       this.metrics.delivered(route.stream, written);
     }
     this.metrics.observeDelivery((performance.now() - startedAt) / 1000);
-  };
+  }
 
   /** Opens an SSE response for an authenticated user, unless the hub is draining or the user is at the cap. */
   open(stream: StreamKind, userId: string, expiresAt: number, res: ServerResponse): OpenResult {

@@ -9,7 +9,7 @@ export const ROLE_SERVICE = 'service';
 export interface Principal {
   userId: string;
   roles: ReadonlySet<string>;
-  /** Epoch milliseconds of the token's `exp`. */
+  /** Epoch milliseconds after which the token is no longer accepted (`exp` plus the clock tolerance). */
   expiresAt: number;
 }
 
@@ -88,7 +88,10 @@ class JoseVerifier implements TokenVerifier {
     }
     const rolesClaim = payload.roles;
     const roles = new Set(Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : []);
-    return { userId, roles, expiresAt: (payload.exp as number) * 1000 };
+    // Streams stay open as long as verification itself would accept the token; closing earlier
+    // would send a client with a token inside the tolerance into a reconnect loop.
+    const expiresAt = ((payload.exp as number) + this.config.clockToleranceSec) * 1000;
+    return { userId, roles, expiresAt };
   }
 }
 

@@ -16,6 +16,7 @@ describe('stream lifecycle', () => {
       REDIS_URL: SHARED_REDIS_URL,
       SSEHUB_CHANNEL_PREFIX: prefix,
       SSEHUB_HEARTBEAT_MS: '400',
+      SSEHUB_JWT_CLOCK_TOLERANCE_S: '0',
       SSEHUB_MAX_EVENT_BYTES: '131072',
     });
     redis = new Redis(SHARED_REDIS_URL);

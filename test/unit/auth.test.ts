@@ -37,6 +37,13 @@ describe('token verification (HS256)', () => {
     expect((await rejection(verifier.verify('not.a.jwt'))).status).toBe(401);
   });
 
+  it('keeps a stream open exactly as long as the token would still be accepted', async () => {
+    const tolerant = createVerifier({ ...base, clockToleranceSec: 30 });
+    const token = await mintToken('a', { expiresIn: -10 });
+    const exp = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()).exp as number;
+    expect((await tolerant.verify(token)).expiresAt).toBe((exp + 30) * 1000);
+  });
+
   it('requires exp', async () => {
     const noExp = await new SignJWT({ sub: 'a' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
     expect((await rejection(verifier.verify(noExp))).message).toMatch(/invalid token/);
