@@ -109,6 +109,10 @@ export class HubMetrics {
     for (const stream of STREAM_KINDS) this.framesDelivered.inc({ stream }, 0);
     for (const reason of DISCONNECT_REASONS) this.disconnects.inc({ reason }, 0);
     for (const reason of CONNECTION_REJECT_REASONS) this.connectionsRejected.inc({ reason }, 0);
+    for (const kind of EVENT_KINDS) {
+      this.published.inc({ kind, result: 'ok' }, 0);
+      this.published.inc({ kind, result: 'failed' }, 0);
+    }
   }
 
   eventReceived(kind: EventKind): void {

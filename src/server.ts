@@ -96,6 +96,9 @@ export class HubServer {
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
+      // Requests in flight got `Connection: close` (see the app); anything still open after a
+      // moment would otherwise hold the exit for the whole keep-alive timeout.
+      setTimeout(() => this.server.closeAllConnections(), 1000).unref();
     });
     await this.transport.close();
     this.log.info('stopped');

@@ -14,6 +14,11 @@ export function createApp(deps: HttpDeps): Koa {
   mountStreams(router, deps);
   mountWebhooks(router, deps);
   mountOps(router, deps);
+  app.use(async (ctx, next) => {
+    // While draining, keep-alive connections end after their current request so shutdown is not held up.
+    if (deps.hub.isDraining) ctx.set('Connection', 'close');
+    await next();
+  });
   app.use(errorResponses(deps.log));
   app.use(router.routes());
   app.use(router.allowedMethods());

@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+
+# ssehub container image: a build stage that compiles TypeScript, and a small runtime
+# stage with production dependencies and dist/ only.
+#   docker build -t ssehub:0.1.0 .
+
+ARG NODE_IMAGE=node:24-alpine
+
+# ---- build: all dependencies, compile src/ to dist/ ----
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# npm install, not npm ci: the lockfile records the platform-specific optional packages (swc,
+# the jest resolver) only for the platform it was written on, which npm ci rejects elsewhere;
+# npm install still installs the locked versions.
+RUN npm install --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# ---- runtime: production dependencies and the compiled output ----
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm install --omit=dev --ignore-scripts --no-audit --no-fund \
+    && npm cache clean --force
+COPY --from=build /app/dist ./dist
+
+# The image's built-in unprivileged "node" user, by number so that Kubernetes'
+# runAsNonRoot can verify it.
+USER 1000:1000
+EXPOSE 8080
+
+# Liveness only: readiness (/readyz) depends on the transport and belongs to the orchestrator.
+# Node itself does the request (alpine has no curl); PORT is honoured if overridden.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/livez').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+
+# SIGTERM starts the graceful drain (see README.md, "Deploy on Kubernetes"); node runs as PID 1 and handles it.
+STOPSIGNAL SIGTERM
+CMD ["node", "dist/main.js"]

@@ -1,0 +1,342 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { parse } from 'yaml';
+import { TOKEN_COOKIE } from '../../src/auth/token';
+import { createVerifier } from '../../src/auth/verifier';
+import { loadConfig } from '../../src/config';
+import { EVENT_KINDS, routesFor, type StreamKind } from '../../src/routing';
+import { HEARTBEAT_FRAME } from '../../src/sse/frame';
+import { parseEnvelope, parseWebhookBody } from '../../src/wire/envelope';
+import {
+  CONFIG_VARIABLE_SET,
+  ROOT,
+  findResource,
+  kustomize,
+  readKustomization,
+  readText,
+  readYaml,
+  repoPath,
+  routerPaths,
+  startHub,
+  streamPaths,
+  type LiveHub,
+  type Obj,
+} from './helpers';
+
+const run = promisify(execFile);
+/** The README's deployment sections, from "Run with Docker Compose" to the heading after "Deploy on Kubernetes". */
+function deploySections(readme: string): string {
+  const start = readme.indexOf('\n## Run with Docker Compose\n');
+  const kubernetes = readme.indexOf('\n## Deploy on Kubernetes\n', start);
+  if (start === -1 || kubernetes === -1) throw new Error('README.md lacks the deployment sections');
+  const next = readme.indexOf('\n## ', kubernetes + 1);
+  return readme.slice(start + 1, next === -1 ? undefined : next + 1);
+}
+
+const docs = deploySections(readText('README.md'));
+const compose = readYaml('docker-compose.yml');
+const services = compose.services as Record<string, Obj>;
+const composeEnv = services['ssehub-1']?.environment as Record<string, string>;
+const DEFAULT_PREFIX = loadConfig({}).channelPrefix;
+
+const STREAM_OF_PATH = new Map<string, StreamKind>(
+  streamPaths().map((path) => [path, (path.includes('analytics') ? 'analytics' : path.split('/').pop()) as StreamKind]),
+);
+
+/** Fenced code blocks with their language. */
+function codeBlocks(markdown: string): Array<{ lang: string; code: string }> {
+  return [...markdown.matchAll(/```(\w*)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1] as string, code: m[2] as string }));
+}
+
+/** The `node -e "..." args` commands in a text, as argv after `node`. */
+function nodeOneLiners(text: string): Array<{ script: string; args: string[]; line: string }> {
+  return [...text.matchAll(/node -e "([^"]+)"((?: [a-z][a-z-]*)*)\)?\s*$/gm)].map((m) => ({
+    script: m[1] as string,
+    args: (m[2] as string).trim().split(/\s+/).filter(Boolean),
+    line: m[0],
+  }));
+}
+
+describe('README deployment sections', () => {
+  let hub: LiveHub;
+
+  beforeAll(async () => {
+    hub = await startHub({ SSEHUB_JWT_SECRET: composeEnv.SSEHUB_JWT_SECRET as string });
+  });
+
+  afterAll(async () => {
+    await hub.close();
+  });
+
+  it('are the two sections, in order', () => {
+    expect([...docs.matchAll(/^## (.+)$/gm)].map((m) => m[1])).toEqual(['Run with Docker Compose', 'Deploy on Kubernetes']);
+    expect(docs).not.toMatch(/^# /m);
+  });
+
+  it('names only files and directories that exist', () => {
+    const paths = new Set(
+      [...docs.matchAll(/`((?:k8s|deploy|examples|docs)\/[^`\s]*|Dockerfile|docker-compose\.yml)`/g)].map((m) => m[1] as string),
+    );
+    expect(paths.size).toBeGreaterThan(10);
+    for (const path of paths) expect({ path, exists: existsSync(repoPath(path)) }).toEqual({ path, exists: true });
+    for (const m of docs.matchAll(/kubectl apply -k ([^\s`]+)/g)) expect(existsSync(repoPath(m[1] as string, 'kustomization.yaml'))).toBe(true);
+  });
+
+  it('names only compose services that exist and host ports that compose publishes', () => {
+    for (const m of docs.matchAll(/docker compose (?:exec|restart)(?: -T)? ([a-z0-9-]+)/g)) expect(Object.keys(services)).toContain(m[1]);
+    const published = Object.values(services).flatMap((s) => ((s.ports ?? []) as string[]).map((p) => Number(p.split(':')[0])));
+    for (const m of docs.matchAll(/localhost:(\d+)/g)) expect(published).toContain(Number(m[1]));
+    for (const m of docs.matchAll(/`(ssehub-\d):(\d+)`/g)) {
+      expect(services[m[1] as string]).toBeDefined();
+      expect(Number(m[2])).toBe(loadConfig({}).port);
+    }
+    expect(docs).toContain(`\`${services['ssehub-1']?.image}\``);
+  });
+
+  it('names only variables the hub reads (DATABASE_URL is announced as upcoming)', () => {
+    const names = new Set([...docs.matchAll(/\b(SSEHUB_[A-Z_]+|REDIS_URL|NODE_ENV|LOG_LEVEL|DATABASE_URL)\b/g)].map((m) => m[1] as string));
+    names.delete('DATABASE_URL');
+    for (const name of names) expect({ name, known: CONFIG_VARIABLE_SET.has(name) }).toEqual({ name, known: true });
+    expect(docs).toMatch(/upcoming Postgres transport \(`DATABASE_URL`\)/);
+  });
+
+  it('shows only API paths the hub serves', async () => {
+    const paths = new Set([...docs.matchAll(/\/api\/v1\/[a-z0-9/]+[a-z0-9]/g)].map((m) => m[0]));
+    expect(paths.size).toBeGreaterThanOrEqual(5);
+    for (const path of paths) {
+      if (path === '/api/v1') continue;
+      const post = path.includes('/webhook/');
+      const res = await fetch(`${hub.url}${path}`, { method: post ? 'POST' : 'GET' });
+      // Known route, no token: 401 (an unknown one would be 404).
+      expect({ path, status: res.status }).toEqual({ path, status: 401 });
+    }
+    for (const path of streamPaths()) expect(docs).toContain(path);
+  });
+
+  it('mints working tokens with the documented node one-liners', async () => {
+    const oneLiners = nodeOneLiners(docs);
+    expect(oneLiners.length).toBeGreaterThanOrEqual(3);
+    const verifier = createVerifier(loadConfig(composeEnv).jwt);
+    for (const { script, args, line } of oneLiners) {
+      const { stdout } = await run(process.execPath, ['-e', script, ...args], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '', SSEHUB_JWT_SECRET: composeEnv.SSEHUB_JWT_SECRET },
+        timeout: 10_000,
+      });
+      const principal = await verifier.verify(stdout.trim());
+      expect({ line, user: principal.userId, roles: [...principal.roles] }).toEqual({ line, user: args[0], roles: args.slice(1) });
+    }
+  });
+
+  it('publishes with commands the hub accepts', async () => {
+    const publish = /redis-cli PUBLISH (\S+) '([^']+)'/.exec(docs);
+    expect(publish?.[1]).toBe(`${DEFAULT_PREFIX}:agui`);
+    const envelope = parseEnvelope(Buffer.from(publish?.[2] as string), 1 << 20);
+    expect(envelope.ok).toBe(true);
+    const webhook = /-d '([^']+)' \\\n\s+http:\/\/localhost:8080(\/api\/v1\/webhook\/[a-z0-9]+)/.exec(docs);
+    expect(parseWebhookBody(Buffer.from(webhook?.[1] as string), 1 << 20).ok).toBe(true);
+    expect(EVENT_KINDS).toContain(webhook?.[2]?.split('/').pop());
+  });
+
+  it('states the probe, drain and grace values the manifests use', () => {
+    // Line breaks in the prose do not matter.
+    const flat = docs.replace(/\s+/g, ' ');
+    const resources = kustomize(repoPath('k8s/overlays/production'));
+    const baseHpa = findResource(kustomize(repoPath('k8s/base')), 'HorizontalPodAutoscaler', 'ssehub');
+    expect(flat).toContain(`between ${baseHpa.spec.minReplicas} and ${baseHpa.spec.maxReplicas} replicas`);
+    const deployment = findResource(resources, 'Deployment', 'ssehub');
+    const container = deployment.spec.template.spec.containers[0] as Obj;
+    const secretExample = readYaml('k8s/overlays/production/secret.example.yaml');
+    const config = loadConfig({ ...findResource(resources, 'ConfigMap', 'ssehub-config').data, ...secretExample.stringData });
+    expect(flat).toContain(`\`terminationGracePeriodSeconds\` is ${deployment.spec.template.spec.terminationGracePeriodSeconds}`);
+    expect(flat).toContain(`\`preStop\` sleeps ${container.lifecycle.preStop.sleep.seconds} s`);
+    expect(flat).toContain(`\`SSEHUB_DRAIN_MS\` (${config.drainMs / 1000} s)`);
+    expect(flat).toContain(`\`SSEHUB_HEARTBEAT_MS\`, ${config.heartbeatMs / 1000} s`);
+    expect(flat).toContain(`The container port is \`${container.ports[0].containerPort}\`, named \`${container.ports[0].name}\``);
+    expect(flat).toContain(`\`maxSurge: ${deployment.spec.strategy.rollingUpdate.maxSurge}\``);
+    const hpa = findResource(resources, 'HorizontalPodAutoscaler', 'ssehub');
+    const window = hpa.spec.behavior.scaleDown.stabilizationWindowSeconds as number;
+    expect(flat).toContain(`a ${window / 60}-minute stabilization window`);
+    expect(flat).toContain(`(${hpa.spec.minReplicas} to ${hpa.spec.maxReplicas} in production)`);
+  }, 10_000);
+
+  it('shows the same ingress-nginx annotations as the component, and the KEDA query and overlay that are tested', () => {
+    const ingress = readYaml('k8s/components/ingress-nginx/ingress.yaml');
+    const block = codeBlocks(docs).find((b) => b.code.includes('nginx.ingress.kubernetes.io/'));
+    expect(parse(block?.code as string)).toEqual(ingress.metadata.annotations);
+
+    const scaled = readYaml('k8s/components/autoscaling-keda/scaledobject.yaml');
+    const trigger = (scaled.spec.triggers as Obj[])[0] as Obj;
+    expect(docs).toContain(`\`${trigger.metadata.query}\``);
+    expect(docs).toMatch(new RegExp(`\\b${trigger.metadata.threshold}\\s+streams per pod`));
+
+    const overlay = parse(codeBlocks(docs).find((b) => b.code.includes('autoscaling-keda'))?.code as string) as Obj;
+    expect(overlay).toEqual({
+      apiVersion: 'kustomize.config.k8s.io/v1beta1',
+      kind: 'Kustomization',
+      namespace: readKustomization(repoPath('k8s/overlays/production')).namespace,
+      resources: ['../production'],
+      components: ['../../components/autoscaling-keda'],
+    });
+    // Relative to a sibling of the production overlay, the paths resolve.
+    expect(existsSync(join(repoPath('k8s/overlays/production'), '..', '..', 'components', 'autoscaling-keda'))).toBe(true);
+  });
+});
+
+describe('examples', () => {
+  let hub: LiveHub;
+
+  beforeAll(async () => {
+    hub = await startHub();
+  });
+
+  afterAll(async () => {
+    await hub.close();
+  });
+
+  it('README maps every kind to the streams the hub routes it to', () => {
+    const readme = readText('examples/README.md');
+    for (const kind of EVENT_KINDS) {
+      const row = new RegExp(`^\\| \`${kind}\`\\s*\\|([^|]+)\\|`, 'm').exec(readme);
+      const paths = [...(row?.[1] ?? '').matchAll(/`([^`]+)`/g)].map((m) => m[1] as string);
+      const streams = paths.map((p) => STREAM_OF_PATH.get(p));
+      expect({ kind, streams: streams.sort() }).toEqual({ kind, streams: routesFor(kind).map((r) => r.stream).sort() });
+    }
+  });
+
+  it('Node: publishes a valid envelope on <prefix>:<kind>', async () => {
+    const script = [
+      "import { publish } from './examples/node/publish.mjs';",
+      'const calls = [];',
+      'const fake = { publish: async (channel, message) => { calls.push([channel, message]); return 3; } };',
+      "await publish(fake, 'agui', 'alice', { type: 'TEXT_MESSAGE_CONTENT', delta: 'hi' });",
+      "await publish(fake, 'bogus', 'alice', {}).then(() => calls.push('accepted bogus kind'), () => {});",
+      'console.log(JSON.stringify(calls));',
+    ].join('\n');
+    for (const prefix of [undefined, 'tenant-a']) {
+      const env: Record<string, string> = { PATH: process.env.PATH ?? '' };
+      if (prefix) env.SSEHUB_CHANNEL_PREFIX = prefix;
+      const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env, timeout: 10_000 });
+      const calls = JSON.parse(stdout) as Array<[string, string]>;
+      expect(calls).toHaveLength(1);
+      const [channel, message] = calls[0] as [string, string];
+      expect(channel).toBe(`${prefix ?? DEFAULT_PREFIX}:agui`);
+      const parsed = parseEnvelope(Buffer.from(message), 1 << 20);
+      expect(parsed).toMatchObject({ ok: true, userId: 'alice' });
+    }
+  });
+
+  const python = ((): boolean => {
+    try {
+      execFileSync('python3', ['--version'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  (python ? it : it.skip)('Python: publishes a valid envelope on <prefix>:<kind> (redis module stubbed)', async () => {
+    const script = [
+      'import importlib.util, json, sys, types',
+      "stub = types.ModuleType('redis')",
+      'class Redis: pass',
+      'stub.Redis = Redis',
+      "sys.modules['redis'] = stub",
+      "spec = importlib.util.spec_from_file_location('publish', 'examples/python/publish.py')",
+      'mod = importlib.util.module_from_spec(spec)',
+      'spec.loader.exec_module(mod)',
+      'calls = []',
+      'class Fake:',
+      '    def publish(self, channel, message):',
+      '        calls.append([channel, message])',
+      '        return 3',
+      "mod.publish(Fake(), 'a2a', 'bob', {'kind': 'task', 'id': 't1'})",
+      'try:',
+      "    mod.publish(Fake(), 'bogus', 'bob', {})",
+      "    calls.append('accepted bogus kind')",
+      'except ValueError:',
+      '    pass',
+      'print(json.dumps(calls))',
+    ].join('\n');
+    const { stdout } = await run('python3', ['-c', script], {
+      cwd: ROOT,
+      // No __pycache__ next to the example.
+      env: { PATH: process.env.PATH ?? '', PYTHONDONTWRITEBYTECODE: '1' },
+      timeout: 10_000,
+    });
+    const calls = JSON.parse(stdout) as Array<[string, string]>;
+    expect(calls).toHaveLength(1);
+    expect(calls[0]?.[0]).toBe(`${DEFAULT_PREFIX}:a2a`);
+    expect(parseEnvelope(Buffer.from(calls[0]?.[1] as string), 1 << 20)).toMatchObject({ ok: true, userId: 'bob' });
+    // The module docstring's one-line form is the documented contract.
+    expect(readText('examples/python/publish.py')).toContain('r.publish("ssehub:agui", json.dumps({"user_id": ..., "event": {...}}))');
+  });
+
+  it('shell: redis-cli and curl send what the hub accepts (tools stubbed, webhook replayed to a real hub)', async () => {
+    const bin = mkdtempSync(join(tmpdir(), 'ssehub-shell-'));
+    try {
+      for (const tool of ['redis-cli', 'curl']) {
+        const file = join(bin, tool);
+        writeFileSync(file, `#!/bin/sh\nprintf '%s\\0' "$@" > "${join(bin, `${tool}.args`)}"\n`);
+        chmodSync(file, 0o755);
+      }
+      const token = 'stub-token';
+      await run('sh', [repoPath('examples/shell/publish.sh'), 'carol'], {
+        cwd: ROOT,
+        env: { PATH: `${bin}:${process.env.PATH ?? ''}`, REDIS_URL: 'redis://redis.test:6379', SSEHUB_TOKEN: token, SSEHUB_URL: hub.url },
+        timeout: 10_000,
+      });
+      const args = (tool: string): string[] => readFileSync(join(bin, `${tool}.args`), 'utf8').split('\0').slice(0, -1);
+
+      const redisArgs = args('redis-cli');
+      expect(redisArgs.slice(0, 4)).toEqual(['-u', 'redis://redis.test:6379', 'PUBLISH', `${DEFAULT_PREFIX}:agui`]);
+      expect(parseEnvelope(Buffer.from(redisArgs[4] as string), 1 << 20)).toMatchObject({ ok: true, userId: 'carol' });
+
+      const curlArgs = args('curl');
+      const url = curlArgs.find((a) => a.startsWith('http')) as string;
+      expect(url).toBe(`${hub.url}/api/v1/webhook/agui`);
+      const headers = curlArgs.flatMap((a, i) => (curlArgs[i - 1] === '-H' ? [a] : []));
+      expect(headers).toContain(`Authorization: Bearer ${token}`);
+      const body = curlArgs[curlArgs.indexOf('-d') + 1] as string;
+      expect(curlArgs[curlArgs.indexOf('-X') + 1]).toBe('POST');
+
+      // Replay the request with a real token for carol: the hub publishes it.
+      const { SignJWT } = await import('jose');
+      const real = await new SignJWT({ sub: 'carol' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setExpirationTime('5m')
+        .sign(new TextEncoder().encode(hub.secret));
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { ...Object.fromEntries(headers.map((h) => h.split(/:\s*/, 2) as [string, string])), Authorization: `Bearer ${real}` },
+        body,
+      });
+      expect(res.status).toBe(202);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('shell: refuses to run with nothing to do', async () => {
+    await expect(
+      run('sh', [repoPath('examples/shell/publish.sh')], { cwd: ROOT, env: { PATH: process.env.PATH ?? '' }, timeout: 10_000 }),
+    ).rejects.toMatchObject({ code: 2 });
+  });
+
+  it('browser: subscribes with EventSource to real streams, with the cookie the hub reads, and handles heartbeats', () => {
+    const html = readText('examples/browser/index.html');
+    expect(html).toContain('new EventSource(');
+    const options = [...html.matchAll(/<option value="([^"]+)"/g)].map((m) => m[1]);
+    expect(options.sort()).toEqual(streamPaths().sort());
+    expect(html).toContain(`document.cookie = \`${TOKEN_COOKIE}=`);
+    const heartbeatEvent = /^event:(\S+)$/m.exec(HEARTBEAT_FRAME.toString())?.[1];
+    expect(html).toContain(`addEventListener('${heartbeatEvent}'`);
+    const webhook = /fetch\('([^']+)'/.exec(html)?.[1] as string;
+    expect(routerPaths('src/http/webhook.ts', 'post').map((p) => p.replace(':kind', 'agui'))).toContain(webhook);
+    // Event data is shown as text, never parsed as HTML.
+    expect(html).not.toMatch(/innerHTML|outerHTML|insertAdjacentHTML|document\.write/);
+  });
+});
