@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
-import { isEventKind, routesFor, type StreamKind } from './routing';
+import { isEventKind, routesFor, type EventKind, type StreamKind } from './routing';
 import { SseConnection, type OutboundLimits } from './sse/connection';
 import { encodeFrame, wrapWithProtocol } from './sse/frame';
 import { parseEnvelope, type Rejected } from './wire/envelope';
@@ -16,7 +16,9 @@ export interface HubOptions {
   outbound: OutboundLimits;
 }
 
-export type OpenResult = { ok: true; connection: SseConnection } | { ok: false; reason: 'over_cap' | 'draining' };
+export type OpenResult =
+  | { ok: true; connection: SseConnection }
+  | { ok: false; reason: 'over_cap' | 'draining' | 'client_gone' };
 
 /**
  * Local fan-out: takes envelopes from the transport, routes them by kind and writes one
@@ -73,8 +75,17 @@ export class Hub {
     this.metrics.observeDelivery((performance.now() - startedAt) / 1000);
   }
 
+  /** This replica's open streams of a user that events of `kind` reach. */
+  localConnections(kind: EventKind, userId: string): number {
+    let count = 0;
+    for (const route of routesFor(kind)) count += this.registry.subscribers(route.stream, userId)?.size ?? 0;
+    return count;
+  }
+
   /** Opens an SSE response for an authenticated user, unless the hub is draining or the user is at the cap. */
   open(stream: StreamKind, userId: string, expiresAt: number, res: ServerResponse): OpenResult {
+    // The client may have hung up while its token was being verified; its 'close' has fired already.
+    if (res.destroyed || !res.socket || res.socket.destroyed) return { ok: false, reason: 'client_gone' };
     if (this.draining) return { ok: false, reason: 'draining' };
     if (!this.registry.hasRoomFor(stream, userId)) return { ok: false, reason: 'over_cap' };
     const connection = new SseConnection(

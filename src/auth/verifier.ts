@@ -80,6 +80,8 @@ class JoseVerifier implements TokenVerifier {
       if (err instanceof errors.JWKSTimeout) throw new AuthError(503, 'key set unavailable');
       if (err instanceof errors.JWTExpired) throw new AuthError(401, 'token expired');
       if (err instanceof errors.JOSEError) throw new AuthError(401, `invalid token (${err.code})`);
+      // Anything else from a remote key set is a failed fetch: the token may well be fine.
+      if (typeof this.key === 'function') throw new AuthError(503, 'key set unavailable');
       throw new AuthError(401, 'invalid token');
     }
     const userId = payload[this.config.userClaim];

@@ -16,11 +16,13 @@ export function mountStreams(router: Router, deps: HttpDeps): void {
   const { hub, verifier, metrics } = deps;
   for (const { path, stream, adminOnly } of STREAM_PATHS) {
     router.get(path, async (ctx) => {
+      // The router answers HEAD on GET routes too; a HEAD "stream" would hold a slot and never read.
+      if (ctx.method !== 'GET') throw new HttpError(405, 'streams are opened with GET', { Allow: 'GET' });
       let principal;
       try {
         principal = await authenticate(ctx, verifier);
       } catch (err) {
-        metrics.connectionRejected('unauthorized');
+        if (err instanceof HttpError && err.status === 401) metrics.connectionRejected('unauthorized');
         throw err;
       }
       if (adminOnly && !principal.roles.has(ROLE_ADMIN)) {
@@ -30,6 +32,10 @@ export function mountStreams(router: Router, deps: HttpDeps): void {
       const opened = hub.open(stream, principal.userId, principal.expiresAt, ctx.res);
       if (opened.ok) {
         // The connection owns the response from here on.
+        ctx.respond = false;
+        return;
+      }
+      if (opened.reason === 'client_gone') {
         ctx.respond = false;
         return;
       }

@@ -14,7 +14,7 @@ import { buildEnvelope, parseWebhookBody } from '../wire/envelope';
  * delivery (on this replica too) happens only from the subscription.
  */
 export function mountWebhooks(router: Router, deps: HttpDeps): void {
-  const { config, transport, verifier, metrics } = deps;
+  const { config, hub, transport, verifier, metrics } = deps;
   router.post('/api/v1/webhook/:kind', async (ctx) => {
     const kind = ctx.params.kind ?? '';
     if (!isEventKind(kind)) throw new HttpError(404, `unknown event kind ${JSON.stringify(kind)}`);
@@ -33,8 +33,9 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
       metrics.eventRejected('too_large');
       throw new HttpError(413, `envelope of ${envelope.length} bytes exceeds ${config.maxEventBytes}`);
     }
+    let replicas: number;
     try {
-      await transport.publish(kind, envelope);
+      replicas = await transport.publish(kind, envelope);
     } catch (err) {
       metrics.publishResult(kind, false);
       if (err instanceof TransportUnavailableError) {
@@ -44,6 +45,16 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
     }
     metrics.publishResult(kind, true);
     ctx.status = 202;
-    ctx.body = { status: 'published', kind, user_id: parsed.userId, transport: transport.name, bytes: parsed.event.length };
+    // Seed-compatible "status" and "connection_count" (this replica's streams of the user that the
+    // event reaches, as the seed counted them); delivery itself happens asynchronously on every replica.
+    ctx.body = {
+      status: 'broadcasted',
+      connection_count: hub.localConnections(kind, parsed.userId),
+      replicas,
+      kind,
+      user_id: parsed.userId,
+      transport: transport.name,
+      bytes: parsed.event.length,
+    };
   });
 }

@@ -11,6 +11,9 @@ export interface OutboundLimits {
   stallMs: number;
 }
 
+/** How long a politely ended stream may take to flush before its socket is dropped. */
+const CLOSE_GRACE_MS = 5000;
+
 export const SSE_HEADERS: Readonly<Record<string, string>> = {
   'Content-Type': 'text/event-stream',
   'Cache-Control': 'no-cache, no-transform',
@@ -71,10 +74,9 @@ export class SseConnection {
       if (!this.res.write(frame)) this.startBacklog();
       return true;
     }
-    if (
-      backlog.length - this.backlogHead >= this.limits.maxEvents ||
-      this.backlogBytes + frame.length > this.limits.maxBytes
-    ) {
+    const queued = backlog.length - this.backlogHead;
+    // One frame is always admitted, so a single event larger than the byte bound does not by itself cut a healthy client.
+    if (queued >= this.limits.maxEvents || (queued > 0 && this.backlogBytes + frame.length > this.limits.maxBytes)) {
       this.close('slow_consumer');
       return false;
     }
@@ -107,11 +109,19 @@ export class SseConnection {
   close(reason: DisconnectReason): void {
     if (this.closed) return;
     this.closed = true;
+    const congested = this.backlog !== null || this.res.writableNeedDrain;
     this.backlog = null;
     this.backlogBytes = 0;
     // A stuck client would never take the rest of its buffer: drop the socket instead of ending politely.
-    if (reason === 'slow_consumer' || reason === 'error') this.res.destroy();
-    else if (!this.res.writableEnded) this.res.end();
+    if (reason === 'slow_consumer' || reason === 'error' || congested) {
+      this.res.destroy();
+    } else if (!this.res.writableEnded) {
+      this.res.end();
+      // The kernel may still hold unread bytes for a client that stopped reading; do not wait on it forever.
+      const timer = setTimeout(() => this.res.destroy(), CLOSE_GRACE_MS);
+      timer.unref();
+      this.res.once('close', () => clearTimeout(timer));
+    }
     this.onClose(this, reason);
   }
 

@@ -11,11 +11,12 @@ export class MemoryTransport implements Transport {
     this.sink = sink;
   }
 
-  async publish(kind: EventKind, envelope: Buffer): Promise<void> {
+  async publish(kind: EventKind, envelope: Buffer): Promise<number> {
     if (this.closed || !this.sink) throw new TransportUnavailableError('memory transport is not running');
     const sink = this.sink;
     // Deliver on a later turn, as a networked transport would, never inside the publisher's call stack.
     setImmediate(() => sink(kind, envelope));
+    return 1;
   }
 
   isListening(): boolean {

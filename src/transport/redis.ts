@@ -58,6 +58,8 @@ export class RedisTransport implements Transport {
     this.subscriber = new Redis(options.url, {
       connectionName: 'ssehub-subscriber',
       autoResubscribe: false,
+      // subscribe() runs on every 'ready'; a PSUBSCRIBE resent by the client as well would count twice.
+      autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: null,
       retryStrategy: reconnectDelay,
       lazyConnect: true,
@@ -81,10 +83,10 @@ export class RedisTransport implements Transport {
     this.livenessTimer.unref();
   }
 
-  async publish(kind: EventKind, envelope: Buffer): Promise<void> {
+  async publish(kind: EventKind, envelope: Buffer): Promise<number> {
     const channel = this.kindToChannel.get(kind) as string;
     try {
-      await this.publisher.publish(channel, envelope);
+      return await this.publisher.publish(channel, envelope);
     } catch (err) {
       throw new TransportUnavailableError(`redis publish failed: ${(err as Error).message}`, { cause: err });
     }

@@ -14,8 +14,11 @@ export interface Transport {
   readonly name: string;
   /** Begins receiving. Resolves once started; the subscription may come up later (see isListening). */
   start(sink: MessageSink): Promise<void>;
-  /** Hands an envelope to every replica, this one included. Rejects quickly when the transport is down. */
-  publish(kind: EventKind, envelope: Buffer): Promise<void>;
+  /**
+   * Hands an envelope to every replica, this one included, and resolves with the number of
+   * subscribers (replicas) the transport handed it to. Rejects quickly when the transport is down.
+   */
+  publish(kind: EventKind, envelope: Buffer): Promise<number>;
   /** True while messages published now will reach this replica. */
   isListening(): boolean;
   /** Called after the subscription comes back from a loss (not on the first start). */

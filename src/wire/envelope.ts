@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { scanObjectMembers, type JsonMember } from './json-members';
+import { nestsDeeperThan, scanObjectMembers, type JsonMember } from './json-members';
 
 /**
  * The transport envelope every publisher sends, from any language:
@@ -9,6 +9,7 @@ import { scanObjectMembers, type JsonMember } from './json-members';
 
 export const REJECT_REASONS = [
   'too_large',
+  'too_deep',
   'invalid_utf8',
   'malformed_json',
   'not_an_object',
@@ -20,6 +21,8 @@ export const REJECT_REASONS = [
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export const MAX_USER_ID_LENGTH = 512;
+/** Deepest bracket nesting accepted in an envelope (the event itself may nest one level less). */
+export const MAX_JSON_DEPTH = 64;
 
 export interface ParsedEnvelope {
   ok: true;
@@ -50,6 +53,7 @@ interface DecodedObject {
 function decodeObject(buf: Buffer, maxBytes: number): DecodedObject | Rejected {
   if (buf.length > maxBytes) return reject('too_large', `${buf.length} bytes exceeds the ${maxBytes}-byte limit`);
   if (!isUtf8(buf)) return reject('invalid_utf8', 'payload is not valid UTF-8');
+  if (nestsDeeperThan(buf, MAX_JSON_DEPTH)) return reject('too_deep', `JSON nests deeper than ${MAX_JSON_DEPTH} levels`);
   let value: unknown;
   try {
     value = JSON.parse(buf.toString('utf8'));

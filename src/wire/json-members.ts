@@ -83,6 +83,27 @@ function decodeKey(buf: Uint8Array, start: number, end: number): string {
   return raw.includes(BACKSLASH) ? (JSON.parse(raw.toString('utf8')) as string) : raw.toString('utf8', 1, raw.length - 1);
 }
 
+/**
+ * True when brackets nest deeper than `maxDepth`. Parsing deeply nested JSON costs far more per
+ * byte than flat JSON, so an envelope of nothing but brackets could stall every replica; this
+ * scan is linear and allocation-free.
+ */
+export function nestsDeeperThan(buf: Uint8Array, maxDepth: number): boolean {
+  let depth = 0;
+  for (let pos = 0; pos < buf.length; pos++) {
+    const byte = buf[pos];
+    if (byte === QUOTE) {
+      pos++;
+      while (pos < buf.length && buf[pos] !== QUOTE) pos += buf[pos] === BACKSLASH ? 2 : 1;
+    } else if (byte === OPEN_BRACE || byte === OPEN_BRACKET) {
+      if (++depth > maxDepth) return true;
+    } else if (byte === CLOSE_BRACE || byte === CLOSE_BRACKET) {
+      depth--;
+    }
+  }
+  return false;
+}
+
 /** Members of the object that starts at the first non-whitespace byte of `buf`. */
 export function scanObjectMembers(buf: Uint8Array): JsonMember[] {
   let pos = skipWhitespace(buf, 0);

@@ -59,7 +59,15 @@ describe('two replicas over Redis', () => {
         });
         expect(res.status).toBe(202);
         const bytes = Buffer.byteLength(`{"type":"TEXT_MESSAGE_CONTENT","seq":${i}}`);
-        expect(await res.json()).toEqual({ status: 'published', kind: 'agui', user_id: 'alice', transport: 'redis', bytes });
+        expect(await res.json()).toEqual({
+          status: 'broadcasted',
+          connection_count: 2, // alice's streams on replica A; B has two more
+          replicas: 2,
+          kind: 'agui',
+          user_id: 'alice',
+          transport: 'redis',
+          bytes,
+        });
       }
     }
     for (const conn of conns) {

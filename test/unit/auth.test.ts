@@ -127,6 +127,11 @@ describe('token verification (JWKS)', () => {
     expect(fetches).toBe(1);
   });
 
+  it('answers 503, not 401, when the key set cannot be fetched', async () => {
+    const unreachable = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl: 'http://127.0.0.1:1/jwks.json' });
+    expect((await rejection(unreachable.verify(await sign('key-1')))).status).toBe(503);
+  });
+
   it('rejects unknown key ids and foreign keys with 401', async () => {
     const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl });
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 });

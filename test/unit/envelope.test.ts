@@ -46,6 +46,15 @@ describe('envelope parsing', () => {
     expect(parseEnvelope(Buffer.from('{"user_id":"u","event":{}}'), 10)).toMatchObject({ ok: false, reason: 'too_large' });
   });
 
+  it('rejects deeply nested JSON before parsing it, but not brackets inside strings', () => {
+    const deep = `{"user_id":"u","event":{"a":${'['.repeat(100)}${']'.repeat(100)}}}`;
+    expect(parse(deep)).toMatchObject({ ok: false, reason: 'too_deep' });
+    const bracketsInString = `{"user_id":"u","event":{"s":"${'['.repeat(100)}\\"${'{'.repeat(100)}"}}`;
+    expect(parse(bracketsInString)).toMatchObject({ ok: true });
+    const nested60 = `{"user_id":"u","event":${'{"a":'.repeat(60)}1${'}'.repeat(60)}}`;
+    expect(parse(nested60)).toMatchObject({ ok: true });
+  });
+
   it('rejects over-long user ids', () => {
     expect(parse(`{"user_id":"${'x'.repeat(513)}","event":{}}`)).toMatchObject({ ok: false, reason: 'invalid_user_id' });
   });
