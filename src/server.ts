@@ -6,7 +6,6 @@ import type { Config } from './config';
 import { createApp } from './http/app';
 import { Hub } from './hub';
 import { HubMetrics } from './metrics';
-import { STREAM_KINDS } from './routing';
 import { MemoryTransport } from './transport/memory';
 import { RedisTransport } from './transport/redis';
 import type { Transport } from './transport/transport';
@@ -89,8 +88,7 @@ export class HubServer {
 
   /** Graceful stop: readiness fails at once, streams are closed over the drain window, then everything closes. */
   async shutdown(drainMs = this.options.config.drainMs): Promise<void> {
-    const open = STREAM_KINDS.reduce((sum, stream) => sum + this.hub.registry.count(stream), 0);
-    this.log.info({ drainMs, openStreams: open }, 'draining');
+    this.log.info({ drainMs, openStreams: this.hub.registry.total() }, 'draining');
     await this.hub.drain(drainMs);
     this.hub.stop();
     await new Promise<void>((resolve) => {

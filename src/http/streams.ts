@@ -30,12 +30,8 @@ export function mountStreams(router: Router, deps: HttpDeps): void {
         throw new HttpError(403, 'this stream requires the admin role');
       }
       const opened = hub.open(stream, principal.userId, principal.expiresAt, ctx.res);
-      if (opened.ok) {
-        // The connection owns the response from here on.
-        ctx.respond = false;
-        return;
-      }
-      if (opened.reason === 'client_gone') {
+      if (opened.ok || opened.reason === 'client_gone') {
+        // The connection owns the response from here on (or there is no one left to answer).
         ctx.respond = false;
         return;
       }

@@ -33,6 +33,8 @@ export class SseConnection {
   private backlogHead = 0;
   private backlogBytes = 0;
   private congestedSince = 0;
+  /** Set on every write; the hub's tick folds it into lastWriteAt, keeping clock reads off the fan-out path. */
+  private wroteSinceTick = false;
   private lastWriteAt: number;
 
   constructor(
@@ -70,7 +72,7 @@ export class SseConnection {
     if (this.closed) return false;
     const backlog = this.backlog;
     if (backlog === null) {
-      this.lastWriteAt = Date.now();
+      this.wroteSinceTick = true;
       if (!this.res.write(frame)) this.startBacklog();
       return true;
     }
@@ -96,7 +98,12 @@ export class SseConnection {
       if (now - this.congestedSince >= this.limits.stallMs) this.close('slow_consumer');
       return;
     }
-    if (now - this.lastWriteAt >= heartbeatMs) this.send(HEARTBEAT_FRAME);
+    if (this.wroteSinceTick) {
+      this.wroteSinceTick = false;
+      this.lastWriteAt = now;
+    } else if (now - this.lastWriteAt >= heartbeatMs) {
+      this.send(HEARTBEAT_FRAME);
+    }
   }
 
   /** Tells the client when to come back, then ends the stream (used while draining). */
@@ -139,7 +146,7 @@ export class SseConnection {
       const frame = backlog[this.backlogHead] as Buffer;
       this.backlogHead++;
       this.backlogBytes -= frame.length;
-      this.lastWriteAt = Date.now();
+      this.wroteSinceTick = true;
       if (!this.res.write(frame)) {
         this.compactBacklog();
         this.congestedSince = Date.now();

@@ -36,8 +36,8 @@ function skipWhitespace(buf: Uint8Array, pos: number): number {
   return pos;
 }
 
-/** `pos` is at an opening quote; returns the offset just past the closing quote. */
-function skipString(buf: Uint8Array, pos: number): number {
+/** `pos` is at an opening quote; the offset just past the closing quote, or past the end if there is none. */
+function endOfString(buf: Uint8Array, pos: number): number {
   pos++;
   while (pos < buf.length) {
     const byte = buf[pos];
@@ -45,7 +45,13 @@ function skipString(buf: Uint8Array, pos: number): number {
     else if (byte === QUOTE) return pos + 1;
     else pos++;
   }
-  throw new Error('unterminated string');
+  return buf.length + 1;
+}
+
+function skipString(buf: Uint8Array, pos: number): number {
+  const end = endOfString(buf, pos);
+  if (end > buf.length) throw new Error('unterminated string');
+  return end;
 }
 
 function skipValue(buf: Uint8Array, pos: number): number {
@@ -93,8 +99,7 @@ export function nestsDeeperThan(buf: Uint8Array, maxDepth: number): boolean {
   for (let pos = 0; pos < buf.length; pos++) {
     const byte = buf[pos];
     if (byte === QUOTE) {
-      pos++;
-      while (pos < buf.length && buf[pos] !== QUOTE) pos += buf[pos] === BACKSLASH ? 2 : 1;
+      pos = endOfString(buf, pos) - 1;
     } else if (byte === OPEN_BRACE || byte === OPEN_BRACKET) {
       if (++depth > maxDepth) return true;
     } else if (byte === CLOSE_BRACE || byte === CLOSE_BRACKET) {

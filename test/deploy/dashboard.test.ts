@@ -1,4 +1,4 @@
-import { SignJWT } from 'jose';
+import { mintToken } from '../helpers/tokens';
 import { parseExposition, readText, startHub, type LiveHub, type Obj, type ScrapedMetric } from './helpers';
 
 const dashboard = JSON.parse(readText('deploy/grafana/dashboards/ssehub.json')) as Obj;
@@ -57,10 +57,7 @@ describe('Grafana dashboard deploy/grafana/dashboards/ssehub.json', () => {
   beforeAll(async () => {
     hub = await startHub();
     // One webhook publish: series that appear only once used (ssehub_published_total) show up too.
-    const token = await new SignJWT({ sub: 'publisher', roles: ['service'] })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setExpirationTime('5m')
-      .sign(new TextEncoder().encode(hub.secret));
+    const token = await mintToken('publisher', { roles: ['service'], secret: hub.secret });
     const published = await fetch(`${hub.url}/api/v1/webhook/agui`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },

@@ -26,6 +26,7 @@ import {
   type Obj,
 } from './helpers';
 
+import { mintToken } from '../helpers/tokens';
 const run = promisify(execFile);
 /** The README's deployment sections, from "Run with Docker Compose" to the heading after "Deploy on Kubernetes". */
 function deploySections(readme: string): string {
@@ -304,11 +305,7 @@ describe('examples', () => {
       expect(curlArgs[curlArgs.indexOf('-X') + 1]).toBe('POST');
 
       // Replay the request with a real token for carol: the hub publishes it.
-      const { SignJWT } = await import('jose');
-      const real = await new SignJWT({ sub: 'carol' })
-        .setProtectedHeader({ alg: 'HS256' })
-        .setExpirationTime('5m')
-        .sign(new TextEncoder().encode(hub.secret));
+      const real = await mintToken('carol', { secret: hub.secret });
       const res = await fetch(url, {
         method: 'POST',
         headers: { ...Object.fromEntries(headers.map((h) => h.split(/:\s*/, 2) as [string, string])), Authorization: `Bearer ${real}` },
