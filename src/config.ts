@@ -29,6 +29,9 @@ export interface Config {
   writeStallMs: number;
   maxEventBytes: number;
   drainMs: number;
+  historyMax: number;
+  historyTtlMs: number;
+  replayMax: number;
   jwt: JwtConfig;
 }
 
@@ -57,6 +60,9 @@ export const CONFIG_VARIABLES = [
   'SSEHUB_WRITE_STALL_MS',
   'SSEHUB_MAX_EVENT_BYTES',
   'SSEHUB_DRAIN_MS',
+  'SSEHUB_HISTORY_MAX',
+  'SSEHUB_HISTORY_TTL_MS',
+  'SSEHUB_REPLAY_MAX',
   'SSEHUB_JWT_SECRET',
   'SSEHUB_JWT_PUBLIC_KEY',
   'SSEHUB_JWT_PUBLIC_KEY_FILE',
@@ -178,6 +184,9 @@ export function loadConfig(env: Env = process.env): Config {
     writeStallMs: read.integer('SSEHUB_WRITE_STALL_MS', 30_000, 100, 3_600_000),
     maxEventBytes: read.integer('SSEHUB_MAX_EVENT_BYTES', 1024 * 1024, 64, 64 * 1024 * 1024),
     drainMs: read.integer('SSEHUB_DRAIN_MS', 10_000, 0, 600_000),
+    historyMax: read.integer('SSEHUB_HISTORY_MAX', 1000, 1, 1_000_000),
+    historyTtlMs: read.integer('SSEHUB_HISTORY_TTL_MS', 3_600_000, 1000, 7 * 24 * 3_600_000),
+    replayMax: read.integer('SSEHUB_REPLAY_MAX', 1000, 0, 100_000),
     jwt,
   };
   if (problems.length > 0) throw new ConfigError(problems);

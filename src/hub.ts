@@ -1,6 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { CatchUp } from './delivery/catch-up';
+import { StreamSubscriber } from './delivery/subscriber';
+import { formatEventId } from './history/event-id';
+import type { HistorySource } from './history/history';
 import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
@@ -13,29 +17,47 @@ export interface HubOptions {
   maxEventBytes: number;
   heartbeatMs: number;
   maxConnectionsPerUser: number;
+  /** Most events one catch-up sends before it answers with a reset instead. */
+  replayMax: number;
   outbound: OutboundLimits;
 }
 
 export type OpenResult =
-  | { ok: true; connection: SseConnection }
+  | { ok: true; subscriber: StreamSubscriber }
   | { ok: false; reason: 'over_cap' | 'draining' | 'client_gone' };
+
+/** Streams caught up at once after a subscription loss; the rest wait their turn. */
+const RECOVERY_CONCURRENCY = 32;
+/** How often streams whose history read failed are retried while the transport is up. */
+const CATCH_UP_RETRY_MS = 1000;
 
 /**
  * Local fan-out: takes envelopes from the transport, routes them by kind and writes one
- * encoded frame per stream to every matching connection of the addressed user.
+ * encoded frame per stream to every matching connection of the addressed user. Streams
+ * start (and recover) from the user's history, so a reconnecting client loses nothing.
  */
 export class Hub {
-  readonly registry: Registry<SseConnection>;
+  readonly registry: Registry<StreamSubscriber>;
   private draining = false;
   private ticker: NodeJS.Timeout | undefined;
+  private lastCatchUpRetry = 0;
   private readonly rejectLogLimiter = new LogRateLimiter();
+  private readonly catchUp: CatchUp;
 
   constructor(
     private readonly options: HubOptions,
+    private readonly history: HistorySource & { isListening(): boolean },
     private readonly metrics: HubMetrics,
     private readonly log: Logger,
   ) {
     this.registry = new Registry(options.maxConnectionsPerUser);
+    this.catchUp = new CatchUp({
+      history,
+      replayMax: options.replayMax,
+      maxEventBytes: options.maxEventBytes,
+      metrics,
+      log,
+    });
   }
 
   get isDraining(): boolean {
@@ -64,12 +86,13 @@ export class Hub {
       return;
     }
     this.metrics.eventReceived(kind);
+    const fields = parsed.id === undefined ? {} : { id: formatEventId(parsed.id) };
     for (const route of routesFor(kind)) {
       const subscribers = this.registry.subscribers(route.stream, parsed.userId);
       if (subscribers === undefined) continue;
-      const frame = encodeFrame(route.wrapWithProtocol ? wrapWithProtocol(kind, parsed.event) : parsed.event);
+      const frame = encodeFrame(route.wrapWithProtocol ? wrapWithProtocol(kind, parsed.event) : parsed.event, fields);
       let written = 0;
-      for (const subscriber of subscribers) if (subscriber.send(frame)) written++;
+      for (const subscriber of subscribers) if (subscriber.deliver(parsed.id, frame)) written++;
       this.metrics.delivered(route.stream, written);
     }
     this.metrics.observeDelivery((performance.now() - startedAt) / 1000);
@@ -82,8 +105,18 @@ export class Hub {
     return count;
   }
 
-  /** Opens an SSE response for an authenticated user, unless the hub is draining or the user is at the cap. */
-  open(stream: StreamKind, userId: string, expiresAt: number, res: ServerResponse): OpenResult {
+  /**
+   * Opens an SSE response for an authenticated user, unless the hub is draining or the user is
+   * at the cap. The stream is registered before history is read, so nothing published
+   * meanwhile slips between the replay and live delivery.
+   */
+  open(
+    stream: StreamKind,
+    userId: string,
+    expiresAt: number,
+    res: ServerResponse,
+    lastEventId?: string,
+  ): OpenResult {
     // The client may have hung up while its token was being verified; its 'close' has fired already.
     if (res.destroyed || !res.socket || res.socket.destroyed) return { ok: false, reason: 'client_gone' };
     if (this.draining) return { ok: false, reason: 'draining' };
@@ -95,15 +128,45 @@ export class Hub {
       res,
       this.options.outbound,
       (closed, reason) => {
-        this.registry.remove(stream, closed);
+        this.registry.remove(stream, subscriber);
         this.metrics.disconnected(reason);
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
       },
     );
-    this.registry.add(stream, connection);
+    const subscriber = new StreamSubscriber(connection, stream, lastEventId, this.options.outbound.maxEvents, () =>
+      this.metrics.historyReset('history_lost'),
+    );
+    this.registry.add(stream, subscriber);
     connection.open();
-    this.log.debug({ connectionId: connection.id, stream }, 'stream opened');
-    return { ok: true, connection };
+    this.log.debug({ connectionId: connection.id, stream, resumeFrom: lastEventId }, 'stream opened');
+    void this.catchUp.run(subscriber, 'connect');
+    return { ok: true, subscriber };
+  }
+
+  /**
+   * After the transport's subscription came back, fills every local stream's gap from the
+   * user's history: events published while this replica was not listening.
+   */
+  async recover(): Promise<void> {
+    await this.catchUpAll([...this.registry.all()], 'recover');
+  }
+
+  private async catchUpAll(subscribers: StreamSubscriber[], purpose: 'recover'): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < subscribers.length) {
+        const subscriber = subscribers[next++] as StreamSubscriber;
+        if (!subscriber.isClosed) await this.catchUp.run(subscriber, purpose);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(RECOVERY_CONCURRENCY, subscribers.length) }, worker));
+  }
+
+  private retryFailedCatchUps(now: number): void {
+    if (now - this.lastCatchUpRetry < CATCH_UP_RETRY_MS || !this.history.isListening()) return;
+    this.lastCatchUpRetry = now;
+    const waiting = [...this.registry.all()].filter((s) => s.needsCatchUp && !s.catchingUp);
+    if (waiting.length > 0) void this.catchUpAll(waiting, 'recover');
   }
 
   /** Heartbeats, stall detection and token expiry for every connection, from one timer. */
@@ -111,7 +174,8 @@ export class Hub {
     const interval = Math.min(1000, Math.max(25, Math.floor(this.options.heartbeatMs / 4)));
     this.ticker = setInterval(() => {
       const now = Date.now();
-      for (const connection of this.registry.all()) connection.tick(now, this.options.heartbeatMs);
+      for (const subscriber of this.registry.all()) subscriber.connection.tick(now, this.options.heartbeatMs);
+      this.retryFailedCatchUps(now);
     }, interval);
   }
 
@@ -121,7 +185,7 @@ export class Hub {
    */
   async drain(drainMs: number): Promise<void> {
     this.draining = true;
-    const connections = [...this.registry.all()];
+    const connections = [...this.registry.all()].map((subscriber) => subscriber.connection);
     if (connections.length === 0) return;
     await new Promise<void>((resolve) => {
       let closed = 0;
@@ -137,7 +201,7 @@ export class Hub {
 
   stop(): void {
     clearInterval(this.ticker);
-    for (const connection of [...this.registry.all()]) connection.close('shutdown');
+    for (const subscriber of [...this.registry.all()]) subscriber.connection.close('shutdown');
   }
 
   private reject(rejected: Rejected, kind?: string): void {

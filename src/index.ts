@@ -2,8 +2,12 @@ export { loadConfig, ConfigError, CONFIG_VARIABLES, type Config } from './config
 export { HubServer, type HubServerOptions } from './server';
 export { createLogger } from './log';
 export { EVENT_KINDS, STREAM_KINDS, type EventKind, type StreamKind } from './routing';
-export type { Transport, MessageSink } from './transport/transport';
-export { TransportUnavailableError } from './transport/transport';
+export type { Transport, MessageSink, Published } from './transport/transport';
+export { TransportUnavailableError, EventRejectedError } from './transport/transport';
 export { MemoryTransport } from './transport/memory';
 export { RedisTransport, type RedisTransportOptions } from './transport/redis';
+export { Publisher, type RedisPublisherOptions, type PublishTarget } from './publisher';
+export { REDIS_LIBRARY, PUBLISH_FUNCTION } from './transport/redis-library';
+export { parseEventId, formatEventId, type EventId } from './history/event-id';
+export { RESET_REASONS, type ResetReason, type HistoryRead, type HistorySource } from './history/history';
 export { buildEnvelope } from './wire/envelope';

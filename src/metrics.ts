@@ -2,6 +2,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { EVENT_KINDS, STREAM_KINDS, type EventKind, type StreamKind } from './routing';
 import { REJECT_REASONS, type RejectReason } from './wire/envelope';
 import { DISCONNECT_REASONS, type DisconnectReason } from './sse/connection';
+import { RESET_REASONS, type ResetReason } from './history/history';
+import type { CatchUpMetrics, CatchUpPurpose } from './delivery/catch-up';
 
 export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'draining'] as const;
 export type ConnectionRejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
@@ -23,7 +25,7 @@ export interface MetricsSources {
  * Prometheus metrics in a registry of the hub's own. No label carries a user or connection
  * id, so the number of series is fixed whatever the traffic.
  */
-export class HubMetrics {
+export class HubMetrics implements CatchUpMetrics {
   readonly registry = new Registry();
   private readonly eventsReceived: Counter<'kind'>;
   private readonly eventsRejected: Counter<'reason'>;
@@ -33,6 +35,10 @@ export class HubMetrics {
   private readonly published: Counter<'kind' | 'result'>;
   private readonly resubscribes: Counter;
   private readonly deliveryLatency: Histogram;
+  private readonly historyReplayed: Counter;
+  private readonly historyRecovered: Counter;
+  private readonly historyResets: Counter<'reason'>;
+  private readonly historyReadFailures: Counter;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -103,12 +109,35 @@ export class HubMetrics {
       registers,
     });
 
+    this.historyReplayed = new Counter({
+      name: 'ssehub_history_replayed_total',
+      help: 'Events replayed from history to streams that connected with a Last-Event-ID',
+      registers,
+    });
+    this.historyRecovered = new Counter({
+      name: 'ssehub_history_recovered_total',
+      help: 'Events filled in from history for open streams after the transport subscription came back',
+      registers,
+    });
+    this.historyResets = new Counter({
+      name: 'ssehub_history_resets_total',
+      help: 'Reset events sent to streams whose history could not be replayed, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.historyReadFailures = new Counter({
+      name: 'ssehub_history_read_failures_total',
+      help: 'History reads that failed (store unreachable); the stream catches up once it is back',
+      registers,
+    });
+
     // Pre-create every labelled series so dashboards and alerts see zeros instead of gaps.
     for (const kind of EVENT_KINDS) this.eventsReceived.inc({ kind }, 0);
     for (const reason of REJECT_REASONS) this.eventsRejected.inc({ reason }, 0);
     for (const stream of STREAM_KINDS) this.framesDelivered.inc({ stream }, 0);
     for (const reason of DISCONNECT_REASONS) this.disconnects.inc({ reason }, 0);
     for (const reason of CONNECTION_REJECT_REASONS) this.connectionsRejected.inc({ reason }, 0);
+    for (const reason of RESET_REASONS) this.historyResets.inc({ reason }, 0);
     for (const kind of EVENT_KINDS) {
       this.published.inc({ kind, result: 'ok' }, 0);
       this.published.inc({ kind, result: 'failed' }, 0);
@@ -141,6 +170,18 @@ export class HubMetrics {
 
   resubscribed(): void {
     this.resubscribes.inc();
+  }
+
+  historyDelivered(purpose: CatchUpPurpose, events: number): void {
+    (purpose === 'connect' ? this.historyReplayed : this.historyRecovered).inc(events);
+  }
+
+  historyReset(reason: ResetReason): void {
+    this.historyResets.inc({ reason });
+  }
+
+  historyReadFailed(): void {
+    this.historyReadFailures.inc();
   }
 
   observeDelivery(seconds: number): void {

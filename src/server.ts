@@ -9,6 +9,7 @@ import { HubMetrics } from './metrics';
 import { MemoryTransport } from './transport/memory';
 import { RedisTransport } from './transport/redis';
 import type { Transport } from './transport/transport';
+import { Publisher } from './publisher';
 
 export interface HubServerOptions {
   config: Config;
@@ -21,9 +22,18 @@ export interface HubServerOptions {
 
 function createTransport(config: Config, log: Logger): Transport {
   if (config.transport === 'redis') {
-    return new RedisTransport({ url: config.redisUrl as string, channelPrefix: config.channelPrefix, logger: log });
+    return new RedisTransport({
+      url: config.redisUrl as string,
+      channelPrefix: config.channelPrefix,
+      logger: log,
+      history: {
+        historyMax: config.historyMax,
+        historyTtlMs: config.historyTtlMs,
+        maxEventBytes: config.maxEventBytes,
+      },
+    });
   }
-  return new MemoryTransport();
+  return new MemoryTransport({ maxEntries: config.historyMax, ttlMs: config.historyTtlMs });
 }
 
 /** A running hub: HTTP server, transport subscription and local registry, wired together. */
@@ -31,6 +41,8 @@ export class HubServer {
   readonly hub: Hub;
   readonly transport: Transport;
   readonly metrics: HubMetrics;
+  /** Publishes from this process, with ids and history, as the webhook does. */
+  readonly publisher: Publisher;
   private readonly server: Server;
   private readonly log: Logger;
 
@@ -49,13 +61,19 @@ export class HubServer {
         maxEventBytes: config.maxEventBytes,
         heartbeatMs: config.heartbeatMs,
         maxConnectionsPerUser: config.maxConnectionsPerUser,
+        replayMax: config.replayMax,
         outbound: { maxEvents: config.bufferMaxEvents, maxBytes: config.bufferMaxBytes, stallMs: config.writeStallMs },
       },
+      transport,
       this.metrics,
       this.log,
     );
     this.hub = hub;
-    this.transport.onResubscribed(() => this.metrics.resubscribed());
+    this.publisher = Publisher.forTransport(transport, config.maxEventBytes);
+    this.transport.onResubscribed(() => {
+      this.metrics.resubscribed();
+      void hub.recover();
+    });
     const app = createApp({
       config,
       hub,

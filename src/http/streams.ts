@@ -1,4 +1,5 @@
 import type Router from '@koa/router';
+import type { Context } from 'koa';
 import type { HttpDeps } from './deps';
 import { HttpError } from './errors';
 import { authenticate } from './authenticate';
@@ -11,6 +12,17 @@ const STREAM_PATHS: ReadonlyArray<{ path: string; stream: StreamKind; adminOnly:
   { path: '/api/v1/stream/contexts', stream: 'contexts', adminOnly: false },
   { path: '/api/v1/analytics/stream', stream: 'analytics', adminOnly: true },
 ];
+
+/**
+ * Browsers send Last-Event-ID when they reconnect; a page opening its first EventSource can
+ * pass the id it rendered with as `last_event_id`.
+ */
+function lastEventId(ctx: Context): string | undefined {
+  const header = ctx.get('Last-Event-ID');
+  if (header !== '') return header;
+  const query = ctx.query.last_event_id;
+  return typeof query === 'string' && query !== '' ? query : undefined;
+}
 
 export function mountStreams(router: Router, deps: HttpDeps): void {
   const { hub, verifier, metrics } = deps;
@@ -29,7 +41,7 @@ export function mountStreams(router: Router, deps: HttpDeps): void {
         metrics.connectionRejected('forbidden');
         throw new HttpError(403, 'this stream requires the admin role');
       }
-      const opened = hub.open(stream, principal.userId, principal.expiresAt, ctx.res);
+      const opened = hub.open(stream, principal.userId, principal.expiresAt, ctx.res, lastEventId(ctx));
       if (opened.ok || opened.reason === 'client_gone') {
         // The connection owns the response from here on (or there is no one left to answer).
         ctx.respond = false;

@@ -5,8 +5,8 @@ import { authenticate } from './authenticate';
 import { readBody } from './read-body';
 import { ROLE_SERVICE } from '../auth/verifier';
 import { isEventKind } from '../routing';
-import { TransportUnavailableError } from '../transport/transport';
-import { buildEnvelope, parseWebhookBody } from '../wire/envelope';
+import { EventRejectedError, TransportUnavailableError, type Published } from '../transport/transport';
+import { parseWebhookBody } from '../wire/envelope';
 
 /**
  * Seed-compatible publishing over HTTP: the body is the event with an extra top-level
@@ -28,19 +28,15 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
     if (principal.userId !== parsed.userId && !principal.roles.has(ROLE_SERVICE)) {
       throw new HttpError(403, 'a token may publish only to its own user unless it has the service role');
     }
-    const envelope = buildEnvelope(parsed.userId, parsed.event);
-    if (envelope.length > config.maxEventBytes) {
-      metrics.eventRejected('too_large');
-      throw new HttpError(413, `envelope of ${envelope.length} bytes exceeds ${config.maxEventBytes}`);
-    }
-    let replicas: number;
+    let published: Published;
     try {
-      replicas = await transport.publish(kind, envelope);
+      published = await transport.publish(kind, parsed.userId, parsed.event);
     } catch (err) {
       metrics.publishResult(kind, false);
       if (err instanceof TransportUnavailableError) {
         throw new HttpError(503, 'event transport unavailable; the event was not published', { 'Retry-After': '1' });
       }
+      if (err instanceof EventRejectedError) throw new HttpError(400, err.message);
       throw err;
     }
     metrics.publishResult(kind, true);
@@ -49,8 +45,9 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
     // event reaches, as the seed counted them); delivery itself happens asynchronously on every replica.
     ctx.body = {
       status: 'broadcasted',
+      id: published.id,
       connection_count: hub.localConnections(kind, parsed.userId),
-      replicas,
+      replicas: published.receivers,
       kind,
       user_id: parsed.userId,
       transport: transport.name,

@@ -36,6 +36,7 @@ export class SseConnection {
   /** Set on every write; the hub's tick folds it into lastWriteAt, keeping clock reads off the fan-out path. */
   private wroteSinceTick = false;
   private lastWriteAt: number;
+  private writableWaiters: Array<() => void> = [];
 
   constructor(
     readonly id: string,
@@ -87,6 +88,12 @@ export class SseConnection {
     return true;
   }
 
+  /** Resolves once queued frames have reached the socket, or the stream is closed: replays pace themselves on it. */
+  whenWritable(): Promise<void> {
+    if (this.closed || this.backlog === null) return Promise.resolve();
+    return new Promise((resolve) => this.writableWaiters.push(resolve));
+  }
+
   /** Called periodically by the hub: heartbeats for idle streams, stall and expiry checks. */
   tick(now: number, heartbeatMs: number): void {
     if (this.closed) return;
@@ -129,7 +136,14 @@ export class SseConnection {
       timer.unref();
       this.res.once('close', () => clearTimeout(timer));
     }
+    this.wakeWriters();
     this.onClose(this, reason);
+  }
+
+  private wakeWriters(): void {
+    const waiters = this.writableWaiters;
+    this.writableWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   private startBacklog(): void {
@@ -157,6 +171,7 @@ export class SseConnection {
     this.backlog = null;
     this.backlogHead = 0;
     this.backlogBytes = 0;
+    this.wakeWriters();
   };
 
   private compactBacklog(): void {

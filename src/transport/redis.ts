@@ -1,16 +1,23 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { EVENT_KINDS, type EventKind } from '../routing';
-import { TransportUnavailableError, type MessageSink, type Transport } from './transport';
+import type { EventId } from '../history/event-id';
+import type { HistoryRead } from '../history/history';
+import type { EventKind } from '../routing';
+import { RedisEvents, type HistorySettings } from './redis-events';
+import type { MessageSink, Published, Transport } from './transport';
 
 export interface RedisTransportOptions {
   url: string;
-  /** Channels are `<prefix>:<kind>`. */
+  /** Channels are `<prefix>:<kind>`; history keys start with `<prefix>:` too. */
   channelPrefix: string;
+  history: HistorySettings;
   logger: Logger;
   /** How often the subscriber connection is probed; a probe unanswered for as long forces a reconnect. */
   livenessIntervalMs?: number;
 }
+
+/** How long a history read waits for the publisher connection to come back before failing. */
+const READ_WAIT_MS = 2000;
 
 function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (char) => `\\${char}`);
@@ -29,12 +36,12 @@ function reconnectDelay(attempt: number): number {
  */
 export class RedisTransport implements Transport {
   readonly name = 'redis';
-  private readonly kindToChannel = new Map<EventKind, string>();
   /** One pattern for all kinds, so messages on unknown kinds are seen (and counted) too. */
   private readonly pattern: string;
   private readonly channelPrefixLength: number;
   private readonly publisher: Redis;
   private readonly subscriber: Redis;
+  private readonly events: RedisEvents;
   private readonly log: Logger;
   private readonly resubscribedListeners: Array<() => void> = [];
   private sink: MessageSink | undefined;
@@ -45,7 +52,6 @@ export class RedisTransport implements Transport {
 
   constructor(private readonly options: RedisTransportOptions) {
     this.log = options.logger.child({ component: 'redis-transport' });
-    for (const kind of EVENT_KINDS) this.kindToChannel.set(kind, `${options.channelPrefix}:${kind}`);
     this.pattern = `${escapeGlob(options.channelPrefix)}:*`;
     this.channelPrefixLength = Buffer.byteLength(options.channelPrefix) + 1;
     this.publisher = new Redis(options.url, {
@@ -64,7 +70,13 @@ export class RedisTransport implements Transport {
       retryStrategy: reconnectDelay,
       lazyConnect: true,
     });
+    this.events = new RedisEvents(this.publisher, options.channelPrefix, options.history);
     this.publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis publisher error'));
+    this.publisher.on('ready', () => {
+      this.events
+        .prepare()
+        .catch((err: Error) => this.log.error({ err: err.message }, 'loading the ssehub Redis functions failed'));
+    });
     this.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis subscriber error'));
     this.subscriber.on('ready', () => void this.subscribe());
     this.subscriber.on('close', () => this.markDown('connection closed'));
@@ -83,13 +95,27 @@ export class RedisTransport implements Transport {
     this.livenessTimer.unref();
   }
 
-  async publish(kind: EventKind, envelope: Buffer): Promise<number> {
-    const channel = this.kindToChannel.get(kind) as string;
-    try {
-      return await this.publisher.publish(channel, envelope);
-    } catch (err) {
-      throw new TransportUnavailableError(`redis publish failed: ${(err as Error).message}`, { cause: err });
-    }
+  publish(kind: EventKind, userId: string, event: Buffer): Promise<Published> {
+    return this.events.publish(kind, userId, event);
+  }
+
+  async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
+    // After an outage the subscriber may be back before the publisher connection it reads through.
+    await this.publisherReady(READ_WAIT_MS);
+    return this.events.readHistory(userId, after, limit);
+  }
+
+  private publisherReady(timeoutMs: number): Promise<void> {
+    if (this.publisher.status === 'ready' || this.closing) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.publisher.off('ready', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.publisher.once('ready', done);
+    });
   }
 
   isListening(): boolean {

@@ -1,3 +1,4 @@
+import type { HistorySource } from '../history/history';
 import type { EventKind } from '../routing';
 
 /**
@@ -6,19 +7,28 @@ import type { EventKind } from '../routing';
  */
 export type MessageSink = (kind: string, envelope: Buffer) => void;
 
+export interface Published {
+  /** The event's id (`<epoch>:<ms>-<seq>`), also sent to clients as the SSE `id:`. */
+  id: string;
+  /** Subscribers (replicas) the transport handed the event to. */
+  receivers: number;
+}
+
 /**
- * The seam between the hub and whatever carries events between replicas. Everything above it
- * (HTTP, auth, registry, routing, SSE encoding) is transport-agnostic.
+ * The seam between the hub and whatever carries events between replicas and keeps their
+ * per-user history. Everything above it (HTTP, auth, registry, routing, SSE encoding) is
+ * transport-agnostic.
  */
-export interface Transport {
+export interface Transport extends HistorySource {
   readonly name: string;
   /** Begins receiving. Resolves once started; the subscription may come up later (see isListening). */
   start(sink: MessageSink): Promise<void>;
   /**
-   * Hands an envelope to every replica, this one included, and resolves with the number of
-   * subscribers (replicas) the transport handed it to. Rejects quickly when the transport is down.
+   * Assigns the event the user's next id, records it in the user's history and hands it to
+   * every replica, this one included, as one step. Rejects quickly when the transport is down
+   * (TransportUnavailableError) and never queues the event for later.
    */
-  publish(kind: EventKind, envelope: Buffer): Promise<number>;
+  publish(kind: EventKind, userId: string, event: Buffer): Promise<Published>;
   /** True while messages published now will reach this replica. */
   isListening(): boolean;
   /** Called after the subscription comes back from a loss (not on the first start). */
@@ -30,5 +40,13 @@ export class TransportUnavailableError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'TransportUnavailableError';
+  }
+}
+
+/** The store refused the event itself (size, shape); retrying will not help. */
+export class EventRejectedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EventRejectedError';
   }
 }

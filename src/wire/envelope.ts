@@ -1,10 +1,13 @@
 import { isUtf8 } from 'node:buffer';
+import { parseEventId, type EventId } from '../history/event-id';
 import { nestsDeeperThan, scanObjectMembers, type JsonMember } from './json-members';
 
 /**
- * The transport envelope every publisher sends, from any language:
- *   {"user_id":"<id>","event":{...}}
- * The event's bytes are kept exactly as published.
+ * The transport envelope:
+ *   {"id":"<epoch>:<ms>-<seq>","user_id":"<id>","event":{...}}
+ * "id" is set by ssehub's publish paths (the Redis function, the webhook, the publisher API);
+ * a plain PUBLISH without it is delivered live, without an SSE id. The event's bytes are kept
+ * exactly as published.
  */
 
 export const REJECT_REASONS = [
@@ -15,6 +18,7 @@ export const REJECT_REASONS = [
   'not_an_object',
   'invalid_user_id',
   'invalid_event',
+  'invalid_id',
   'duplicate_member',
   'unknown_kind',
 ] as const;
@@ -27,6 +31,8 @@ export const MAX_JSON_DEPTH = 64;
 export interface ParsedEnvelope {
   ok: true;
   userId: string;
+  /** Absent for events published without history. */
+  id: EventId | undefined;
   /** Raw bytes of the event object, a view into the received buffer. */
   event: Buffer;
 }
@@ -70,7 +76,7 @@ function decodeObject(buf: Buffer, maxBytes: number): DecodedObject | Rejected {
   return { value, members };
 }
 
-function validUserId(value: unknown): Rejected | undefined {
+export function validateUserId(value: unknown): Rejected | undefined {
   if (typeof value !== 'string') return reject('invalid_user_id', '"user_id" must be a string');
   if (value.length === 0) return reject('invalid_user_id', '"user_id" must not be empty');
   if (value.length > MAX_USER_ID_LENGTH) {
@@ -79,16 +85,41 @@ function validUserId(value: unknown): Rejected | undefined {
   return undefined;
 }
 
-export function parseEnvelope(buf: Buffer, maxBytes: number): ParsedEnvelope | Rejected {
-  const decoded = decodeObject(buf, maxBytes);
+/** Room for the id and user id around an event of the maximum size (a 512-character id escapes to at most 3 KiB). */
+export const ENVELOPE_OVERHEAD_BYTES = 4096;
+
+/** `maxEventBytes` limits the event itself; the envelope may be larger by its id and user id. */
+export function parseEnvelope(buf: Buffer, maxEventBytes: number): ParsedEnvelope | Rejected {
+  const decoded = decodeObject(buf, maxEventBytes + ENVELOPE_OVERHEAD_BYTES);
   if ('ok' in decoded) return decoded;
-  const userIdProblem = validUserId(decoded.value.user_id);
+  const userIdProblem = validateUserId(decoded.value.user_id);
   if (userIdProblem) return userIdProblem;
   if (!isPlainObject(decoded.value.event)) return reject('invalid_event', '"event" must be a JSON object');
   const member = decoded.members.find((m) => m.key === 'event');
   if (!member) return reject('invalid_event', '"event" is missing');
-  return { ok: true, userId: decoded.value.user_id as string, event: buf.subarray(member.valueStart, member.valueEnd) };
+  const eventBytes = member.valueEnd - member.valueStart;
+  if (eventBytes > maxEventBytes) {
+    return reject('too_large', `event of ${eventBytes} bytes exceeds the ${maxEventBytes}-byte limit`);
+  }
+  let id: EventId | undefined;
+  if (decoded.value.id !== undefined) {
+    id = typeof decoded.value.id === 'string' ? parseEventId(decoded.value.id) : undefined;
+    if (!id) return reject('invalid_id', '"id" is reserved for ids assigned by ssehub (<epoch>:<ms>-<seq>)');
+  }
+  return {
+    ok: true,
+    userId: decoded.value.user_id as string,
+    id,
+    event: buf.subarray(member.valueStart, member.valueEnd),
+  };
 }
+
+/** Checks an event on its own (publisher API): a JSON object within the size limit. */
+export function validateEvent(buf: Buffer, maxBytes: number): Rejected | undefined {
+  const decoded = decodeObject(buf, maxBytes);
+  return 'ok' in decoded ? decoded : undefined;
+}
+
 
 /**
  * Webhook bodies are the event itself with an extra top-level "user_id". The member is cut
@@ -97,7 +128,7 @@ export function parseEnvelope(buf: Buffer, maxBytes: number): ParsedEnvelope | R
 export function parseWebhookBody(buf: Buffer, maxBytes: number): ParsedEnvelope | Rejected {
   const decoded = decodeObject(buf, maxBytes);
   if ('ok' in decoded) return decoded;
-  const userIdProblem = validUserId(decoded.value.user_id);
+  const userIdProblem = validateUserId(decoded.value.user_id);
   if (userIdProblem) return userIdProblem;
   const { members } = decoded;
   const index = members.findIndex((m) => m.key === 'user_id');
@@ -111,13 +142,14 @@ export function parseWebhookBody(buf: Buffer, maxBytes: number): ParsedEnvelope 
   const objectStart = buf.indexOf(0x7b);
   const objectEnd = buf.lastIndexOf(0x7d) + 1;
   const event = Buffer.concat([buf.subarray(objectStart, cutStart), buf.subarray(cutEnd, objectEnd)]);
-  return { ok: true, userId: decoded.value.user_id as string, event };
+  return { ok: true, userId: decoded.value.user_id as string, id: undefined, event };
 }
 
-const ENVELOPE_USER = Buffer.from('{"user_id":');
 const ENVELOPE_EVENT = Buffer.from(',"event":');
 const ENVELOPE_END = Buffer.from('}');
 
-export function buildEnvelope(userId: string, event: Buffer): Buffer {
-  return Buffer.concat([ENVELOPE_USER, Buffer.from(JSON.stringify(userId)), ENVELOPE_EVENT, event, ENVELOPE_END]);
+/** The envelope in the shape the Redis function publishes (and a plain PUBLISH may, without id). */
+export function buildEnvelope(userId: string, event: Buffer, id?: string): Buffer {
+  const head = id === undefined ? '{"user_id":' : `{"id":${JSON.stringify(id)},"user_id":`;
+  return Buffer.concat([Buffer.from(head + JSON.stringify(userId)), ENVELOPE_EVENT, event, ENVELOPE_END]);
 }

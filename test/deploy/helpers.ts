@@ -8,7 +8,6 @@ import { parse, parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../../src/config';
 import { createLogger } from '../../src/log';
 import { HubServer } from '../../src/server';
-import { MemoryTransport } from '../../src/transport/memory';
 
 export const ROOT = resolve(__dirname, '..', '..');
 
@@ -480,7 +479,7 @@ export interface LiveHub {
 export async function startHub(env: Record<string, string> = {}): Promise<LiveHub> {
   const secret = env.SSEHUB_JWT_SECRET ?? 'deploy-checks-only-secret-0123456789abcdef';
   const config = loadConfig({ ...env, SSEHUB_JWT_SECRET: secret, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent' });
-  const server = new HubServer({ config, log: createLogger('silent'), transport: new MemoryTransport() });
+  const server = new HubServer({ config, log: createLogger('silent') });
   const address = await server.listen();
   return {
     url: `http://127.0.0.1:${address.port}`,

@@ -5,6 +5,8 @@ export interface SseFrame {
   id?: string;
   retry?: string;
   data: string;
+  /** False for frames without data lines (e.g. an `id:` alone), which EventSource does not dispatch. */
+  hasData: boolean;
 }
 
 export interface SseStream {
@@ -14,8 +16,10 @@ export interface SseStream {
   raw(): string;
   /** Complete frames received so far. */
   frames(): SseFrame[];
-  /** Complete frames other than heartbeats. */
+  /** Complete frames an EventSource would dispatch, other than heartbeats. */
   events(): SseFrame[];
+  /** The last event id an EventSource would hold now (the last `id:` field received). */
+  lastEventId(): string | undefined;
   waitFor(predicate: (stream: SseStream) => boolean, timeoutMs?: number, what?: string): Promise<void>;
   waitForEvents(count: number, timeoutMs?: number): Promise<SseFrame[]>;
   /** Resolves when the server ends the response or the socket closes. */
@@ -26,7 +30,7 @@ export interface SseStream {
 
 /** One SSE block parsed as the WHATWG algorithm does (one leading space stripped; CR, LF, CRLF). */
 function parseBlock(block: string): SseFrame | undefined {
-  const frame: SseFrame = { data: '' };
+  const frame: SseFrame = { data: '', hasData: false };
   const dataLines: string[] = [];
   for (const line of block.split(/\r\n|\n|\r/)) {
     if (line === '' || line.startsWith(':')) continue;
@@ -40,6 +44,7 @@ function parseBlock(block: string): SseFrame | undefined {
     else if (name === 'retry') frame.retry = value;
   }
   frame.data = dataLines.join('\n');
+  frame.hasData = dataLines.length > 0;
   return dataLines.length > 0 || frame.retry !== undefined || frame.id !== undefined ? frame : undefined;
 }
 
@@ -63,7 +68,7 @@ export function parseFrames(text: string): SseFrame[] {
   return frames;
 }
 
-const isEvent = (f: SseFrame): boolean => f.event !== 'heartbeat' && f.retry === undefined;
+const isEvent = (f: SseFrame): boolean => f.hasData && f.event !== 'heartbeat';
 
 export interface OpenOptions {
   token?: string;
@@ -82,6 +87,7 @@ export function openStream(baseUrl: string, path: string, options: OpenOptions =
       let tail = '';
       const parsed: SseFrame[] = [];
       const events: SseFrame[] = [];
+      let lastId: string | undefined;
       let ended = false;
       let endedResolve: () => void = () => undefined;
       const endedPromise = new Promise<void>((r) => (endedResolve = r));
@@ -95,7 +101,11 @@ export function openStream(baseUrl: string, path: string, options: OpenOptions =
         text += chunk;
         const before = parsed.length;
         tail = parseInto(parsed, tail + chunk);
-        for (let i = before; i < parsed.length; i++) if (isEvent(parsed[i] as SseFrame)) events.push(parsed[i] as SseFrame);
+        for (let i = before; i < parsed.length; i++) {
+          const frame = parsed[i] as SseFrame;
+          if (frame.id !== undefined) lastId = frame.id;
+          if (isEvent(frame)) events.push(frame);
+        }
       });
       res.on('end', markEnded);
       res.on('close', markEnded);
@@ -106,6 +116,7 @@ export function openStream(baseUrl: string, path: string, options: OpenOptions =
         raw: () => text,
         frames: () => parsed,
         events: () => events,
+        lastEventId: () => lastId,
         ended: endedPromise,
         isEnded: () => ended,
         close: () => {

@@ -4,6 +4,13 @@ import { openStream, sleep, type SseStream } from '../helpers/sse-client';
 import { mintToken, unsignedToken } from '../helpers/tokens';
 
 /** Two real hub processes on one Redis: the shape of every production deployment. */
+/** Every stream opens with an `id:` alone: its position in the user's history (the origin, for a new user). */
+function afterPosition(raw: string): string {
+  const match = /^id:[0-9a-z]+:0-0\n\n/.exec(raw);
+  if (!match) throw new Error(`stream did not open with its position: ${JSON.stringify(raw.slice(0, 80))}`);
+  return raw.slice(match[0].length);
+}
+
 describe('two replicas over Redis', () => {
   const prefix = uniquePrefix();
   let a: HubProcess;
@@ -67,6 +74,7 @@ describe('two replicas over Redis', () => {
           user_id: 'alice',
           transport: 'redis',
           bytes,
+          id: expect.stringMatching(/^[0-9a-z]+:\d+-\d+$/),
         });
       }
     }
@@ -108,10 +116,10 @@ describe('two replicas over Redis', () => {
     await contexts.waitForEvents(3);
     await Promise.all([agui.waitForEvents(1), a2a.waitForEvents(1), analytics.waitForEvents(1)]);
     await sleep(200);
-    expect(agui.raw()).toBe(`data:${aguiEvent}\n\n`);
-    expect(a2a.raw()).toBe(`data:${a2aEvent}\n\n`);
-    expect(analytics.raw()).toBe(`data:${analyticsEvent}\n\n`);
-    expect(contexts.raw()).toBe(
+    expect(afterPosition(agui.raw())).toBe(`data:${aguiEvent}\n\n`);
+    expect(afterPosition(a2a.raw())).toBe(`data:${a2aEvent}\n\n`);
+    expect(afterPosition(analytics.raw())).toBe(`data:${analyticsEvent}\n\n`);
+    expect(afterPosition(contexts.raw())).toBe(
       `data:{"protocol":"agui","event":${aguiEvent}}\n\n` +
         `data:{"protocol":"a2a","event":${a2aEvent}}\n\n` +
         `data:{"protocol":"system","event":${systemEvent}}\n\n`,
@@ -127,7 +135,7 @@ describe('two replicas over Redis', () => {
     const stream = await open(a, '/api/v1/stream/agui', 'lines');
     await publish('agui', envelope('lines', '{\n"type":"X",\r\n  "v":"data:evil"\r}'));
     await stream.waitForEvents(1);
-    expect(stream.raw()).toBe('data:{\ndata:"type":"X",\ndata:   "v":"data:evil"\ndata:}\n\n');
+    expect(afterPosition(stream.raw())).toBe('data:{\ndata:"type":"X",\ndata:   "v":"data:evil"\ndata:}\n\n');
     expect(JSON.parse(stream.events()[0]?.data ?? '')).toEqual({ type: 'X', v: 'data:evil' });
   });
 

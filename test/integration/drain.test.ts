@@ -37,7 +37,7 @@ describe('SIGTERM drain', () => {
     for (const stream of streams) {
       const retry = stream.frames().find((f) => f.retry !== undefined);
       expect(Number(retry?.retry)).toBeGreaterThanOrEqual(500);
-      expect(stream.raw()).toMatch(/^retry:\d+\n\n$/);
+      expect(stream.raw()).toMatch(/^id:[0-9a-z]+:0-0\n\nretry:\d+\n\n$/);
     }
   });
 });

@@ -50,9 +50,14 @@ describe('single hub on the memory transport', () => {
     await contexts.waitForEvents(1);
     await analytics.waitForEvents(1);
     await sleep(100);
-    expect(contexts.raw()).toBe('data:{"protocol":"system","event":{"type":"CONTEXT_CREATED","contextId":"c1","name":"N"}}\n\n');
+    const id = String(system.body.id);
+    expect(id).toMatch(/^[0-9a-z]+:\d+-1$/);
+    const origin = id.replace(/:.*/, ':0-0');
+    expect(contexts.raw()).toBe(
+      `id:${origin}\n\nid:${id}\ndata:{"protocol":"system","event":{"type":"CONTEXT_CREATED","contextId":"c1","name":"N"}}\n\n`,
+    );
     // Only the envelope's user_id member is removed: the analytics event's own fields stay, byte for byte.
-    expect(analytics.raw()).toBe('data:{"type":"PAGE_VIEW","session_id":"s","page_url":"/"}\n\n');
+    expect(analytics.raw()).toMatch(/^id:[0-9a-z]+:0-0\n\nid:[0-9a-z]+:\d+-2\ndata:\{"type":"PAGE_VIEW","session_id":"s","page_url":"\/"\}\n\n$/);
     expect(agui.events()).toHaveLength(0);
     for (const s of [contexts, analytics, agui]) s.close();
   });
@@ -69,6 +74,7 @@ describe('single hub on the memory transport', () => {
       });
     });
     expect(status).toBe(405);
+    await sleep(100);
     const metrics = await (await fetch(`${hub.url}/metrics`)).text();
     expect(metrics).toMatch(/^sse_active_connections\{channel="agui"\} 0$/m);
   });

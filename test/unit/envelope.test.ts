@@ -1,4 +1,4 @@
-import { buildEnvelope, parseEnvelope, parseWebhookBody } from '../../src/wire/envelope';
+import { ENVELOPE_OVERHEAD_BYTES, buildEnvelope, parseEnvelope, parseWebhookBody } from '../../src/wire/envelope';
 
 const MAX = 1024 * 1024;
 const parse = (text: string) => parseEnvelope(Buffer.from(text), MAX);
@@ -43,7 +43,11 @@ describe('envelope parsing', () => {
   it('rejects invalid UTF-8 and oversized envelopes', () => {
     const bad = Buffer.concat([Buffer.from('{"user_id":"u","event":{"s":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}}')]);
     expect(parseEnvelope(bad, MAX)).toMatchObject({ ok: false, reason: 'invalid_utf8' });
-    expect(parseEnvelope(Buffer.from('{"user_id":"u","event":{}}'), 10)).toMatchObject({ ok: false, reason: 'too_large' });
+    // The limit is on the event; the envelope may exceed it by the id and user id, and no more.
+    expect(parseEnvelope(Buffer.from('{"user_id":"u","event":{"a":"12345"}}'), 10)).toMatchObject({ ok: false, reason: 'too_large' });
+    expect(parseEnvelope(Buffer.from('{"user_id":"u","event":{"a":"1"}}'), 10)).toMatchObject({ ok: true });
+    const padded = Buffer.from(`{"user_id":"u","event":{},"pad":"${'x'.repeat(ENVELOPE_OVERHEAD_BYTES)}"}`);
+    expect(parseEnvelope(padded, 10)).toMatchObject({ ok: false, reason: 'too_large' });
   });
 
   it('rejects deeply nested JSON before parsing it, but not brackets inside strings', () => {

@@ -15,7 +15,7 @@ describe('SSE framing', () => {
   it('splits LF, CRLF and CR line breaks into separate data lines', () => {
     const frame = text(encodeFrame(Buffer.from('{\n"a":1,\r\n"b":2\r}')));
     expect(frame).toBe('data:{\ndata:"a":1,\ndata:"b":2\ndata:}\n\n');
-    expect(parseFrames(frame)).toEqual([{ data: '{\n"a":1,\n"b":2\n}' }]);
+    expect(parseFrames(frame)).toEqual([{ data: '{\n"a":1,\n"b":2\n}', hasData: true }]);
   });
 
   it('cannot be used to inject fields or end the frame early', () => {

@@ -1,0 +1,139 @@
+import { comparePositions, formatEventId, type EventId } from '../history/event-id';
+import type { ResetReason } from '../history/history';
+import type { Subscriber } from '../registry';
+import type { StreamKind } from '../routing';
+import type { SseConnection } from '../sse/connection';
+import { encodeFrame } from '../sse/frame';
+
+const RESET_MESSAGES: Record<ResetReason, string> = {
+  history_lost: 'the event history was lost (store restarted without persistence); refetch state',
+  trimmed: 'events after your last id are no longer retained; refetch state',
+  unknown_id: 'your last id is not in this user\'s history; refetch state',
+  replay_limit: 'more events were missed than one replay sends; refetch state',
+  history_unavailable: 'the event history could not be read while the stream opened; refetch state',
+};
+
+export function encodeReset(reason: ResetReason, head: EventId | undefined): Buffer {
+  const body = Buffer.from(JSON.stringify({ type: 'reset', reason, message: RESET_MESSAGES[reason] }));
+  return encodeFrame(body, { event: 'reset', id: head === undefined ? undefined : formatEventId(head) });
+}
+
+/** An `id:` line alone moves the client's last event id without firing an event. */
+function encodeIdOnly(id: EventId): Buffer {
+  return Buffer.from(`id:${formatEventId(id)}\n\n`);
+}
+
+function sameId(a: EventId | undefined, b: EventId): boolean {
+  return a !== undefined && a.epoch === b.epoch && comparePositions(a, b) === 0;
+}
+
+interface HeldFrame {
+  id: EventId | undefined;
+  frame: Buffer;
+}
+
+/**
+ * One client stream with its position in the user's history. Live frames are held while a
+ * replay is written, then released; any frame at or before the cursor is a duplicate of one
+ * already sent (or skipped as not for this stream) and is dropped.
+ */
+export class StreamSubscriber implements Subscriber {
+  /** Newest id of the user's history this stream has caught up to. */
+  cursor: EventId | undefined;
+  /** A history read failed; catch up again when the transport is back. */
+  needsCatchUp = false;
+  catchingUp = false;
+  catchUpAgain = false;
+  private held: HeldFrame[] | null = null;
+  /** What the client's EventSource holds as its last event id: as it sent it, or as last written. */
+  private clientLastId: EventId | string | undefined;
+
+  constructor(
+    readonly connection: SseConnection,
+    readonly stream: StreamKind,
+    /** The Last-Event-ID the client came with. */
+    readonly resumeFrom: string | undefined,
+    private readonly maxHeld: number,
+    private readonly onEpochChange: () => void,
+  ) {
+    this.clientLastId = resumeFrom;
+  }
+
+  get id(): string {
+    return this.connection.id;
+  }
+
+  get userId(): string {
+    return this.connection.userId;
+  }
+
+  get isClosed(): boolean {
+    return this.connection.isClosed;
+  }
+
+  /** Live delivery; frames arriving during a replay wait for it. */
+  deliver(id: EventId | undefined, frame: Buffer): boolean {
+    if (this.held === null) return this.write(id, frame);
+    if (this.held.length >= this.maxHeld) {
+      // Cut rather than grow without bound; the client resumes from its last id.
+      this.connection.close('slow_consumer');
+      return false;
+    }
+    this.held.push({ id, frame });
+    return true;
+  }
+
+  hold(): void {
+    this.held ??= [];
+  }
+
+  release(): void {
+    const held = this.held;
+    this.held = null;
+    if (held) for (const { id, frame } of held) this.write(id, frame);
+  }
+
+  /** Writes a replayed frame, dropping it if already delivered. */
+  replay(id: EventId, frame: Buffer): boolean {
+    return this.write(id, frame);
+  }
+
+  /** Moves the cursor over events that are not for this stream (or were sent before a reset). */
+  advanceTo(id: EventId): void {
+    if (this.cursor === undefined || id.epoch !== this.cursor.epoch || comparePositions(id, this.cursor) > 0) {
+      this.cursor = id;
+    }
+  }
+
+  reset(reason: ResetReason, head: EventId): void {
+    this.cursor = head;
+    this.clientLastId = head;
+    this.connection.send(encodeReset(reason, head));
+  }
+
+  /** Makes the client's last event id the cursor, so a reconnect resumes from the right place. */
+  announceCursor(): void {
+    const cursor = this.cursor;
+    if (cursor === undefined) return;
+    const clientHas = this.clientLastId;
+    if (typeof clientHas === 'string' ? clientHas === formatEventId(cursor) : sameId(clientHas, cursor)) return;
+    this.clientLastId = cursor;
+    this.connection.send(encodeIdOnly(cursor));
+  }
+
+  private write(id: EventId | undefined, frame: Buffer): boolean {
+    if (id !== undefined) {
+      const cursor = this.cursor;
+      if (cursor !== undefined && id.epoch !== cursor.epoch) {
+        // The store lost its history under a live stream: what came in between is unknowable.
+        this.connection.send(encodeReset('history_lost', undefined));
+        this.onEpochChange();
+      } else if (cursor !== undefined && comparePositions(id, cursor) <= 0) {
+        return false;
+      }
+      this.cursor = id;
+      this.clientLastId = id;
+    }
+    return this.connection.send(frame);
+  }
+}

@@ -1,0 +1,87 @@
+import { randomBytes } from 'node:crypto';
+import { comparePositions, type EventId } from './event-id';
+import { planReplay, type HistoryEntry, type HistoryRead } from './history';
+
+export interface HistoryLimits {
+  /** Entries kept per user. */
+  maxEntries: number;
+  /** Entries older than this are dropped, and so is a user idle for as long. */
+  ttlMs: number;
+}
+
+interface UserHistory {
+  entries: HistoryEntry[];
+  last: EventId;
+}
+
+/**
+ * Per-user history for the in-process transport, with the same ids and retention rules as
+ * the Redis one. A fresh epoch per process: ids from before a restart earn a reset.
+ */
+export class MemoryHistory {
+  readonly epoch = randomBytes(6).readUIntBE(0, 6).toString(36);
+  private readonly users = new Map<string, UserHistory>();
+
+  constructor(private readonly limits: HistoryLimits) {}
+
+  append(userId: string, kind: string, event: Buffer, now = Date.now()): EventId {
+    let user = this.users.get(userId);
+    if (user && now - user.last.ms >= this.limits.ttlMs) {
+      this.users.delete(userId);
+      user = undefined;
+    }
+    const id: EventId = user
+      ? { epoch: this.epoch, ms: Math.max(now, user.last.ms), seq: user.last.seq + 1 }
+      : { epoch: this.epoch, ms: now, seq: 1 };
+    if (!user) {
+      user = { entries: [], last: id };
+      this.users.set(userId, user);
+    }
+    user.last = id;
+    user.entries.push({ id, kind, event });
+    this.trim(user, now);
+    return id;
+  }
+
+  read(userId: string, after: EventId | undefined, limit: number, now = Date.now()): HistoryRead {
+    let user = this.users.get(userId);
+    if (user && now - user.last.ms >= this.limits.ttlMs) {
+      this.users.delete(userId);
+      user = undefined;
+    }
+    if (user) this.trim(user, now);
+    const entries = user?.entries ?? [];
+    let start = entries.length;
+    if (after !== undefined) {
+      // Entries are in id order: binary search for the first one at or after the requested id.
+      let low = 0;
+      while (low < start) {
+        const mid = (low + start) >>> 1;
+        if (comparePositions((entries[mid] as HistoryEntry).id, after) < 0) low = mid + 1;
+        else start = mid;
+      }
+    }
+    return planReplay(
+      after,
+      {
+        epoch: this.epoch,
+        last: user?.last,
+        first: entries[0]?.id,
+        fromRequested: entries.slice(start, start + limit + 2),
+      },
+      limit,
+    );
+  }
+
+  /** Drops users whose newest event is past retention; called periodically. */
+  sweep(now = Date.now()): void {
+    for (const [userId, user] of this.users) if (now - user.last.ms >= this.limits.ttlMs) this.users.delete(userId);
+  }
+
+  private trim(user: UserHistory, now: number): void {
+    const entries = user.entries;
+    let drop = Math.max(0, entries.length - this.limits.maxEntries);
+    while (drop < entries.length && now - (entries[drop] as HistoryEntry).id.ms >= this.limits.ttlMs) drop++;
+    if (drop > 0) entries.splice(0, drop);
+  }
+}

@@ -1,0 +1,76 @@
+import { Redis } from 'ioredis';
+import { isEventKind, type EventKind } from './routing';
+import { RedisEvents } from './transport/redis-events';
+import { EventRejectedError, type Published } from './transport/transport';
+import { validateEvent, validateUserId } from './wire/envelope';
+
+export interface RedisPublisherOptions {
+  /** e.g. redis://127.0.0.1:6379 */
+  url: string;
+  /** The hub's SSEHUB_CHANNEL_PREFIX. */
+  channelPrefix?: string;
+  /** The hub's SSEHUB_MAX_EVENT_BYTES. */
+  maxEventBytes?: number;
+}
+
+/** Anything that can publish with history: a transport, or a Redis connection through the ssehub functions. */
+export interface PublishTarget {
+  publish(kind: EventKind, userId: string, event: Buffer): Promise<Published>;
+}
+
+/**
+ * Publishes events the way the webhook does, from TypeScript: checked here, then given an id,
+ * recorded in the user's history and delivered as one step. Fails fast while the transport
+ * is down (TransportUnavailableError) and refuses bad events with EventRejectedError.
+ */
+export class Publisher {
+  private constructor(
+    private readonly target: PublishTarget,
+    private readonly maxEventBytes: number,
+    private readonly onClose: () => Promise<void>,
+  ) {}
+
+  /** Publishes through a transport in this process (an embedded hub's). */
+  static forTransport(target: PublishTarget, maxEventBytes = 1024 * 1024): Publisher {
+    return new Publisher(target, maxEventBytes, async () => undefined);
+  }
+
+  /** Publishes to the hubs behind one Redis, from any process. */
+  static async connectRedis(options: RedisPublisherOptions): Promise<Publisher> {
+    const redis = new Redis(options.url, {
+      connectionName: 'ssehub-external-publisher',
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      lazyConnect: true,
+    });
+    redis.on('error', () => {
+      // Surfaced to callers through rejected publishes; reconnects continue in the background.
+    });
+    await redis.connect();
+    const events = new RedisEvents(redis, options.channelPrefix ?? 'ssehub');
+    return new Publisher(
+      { publish: (kind, userId, event) => events.publish(kind, userId, event) },
+      options.maxEventBytes ?? 1024 * 1024,
+      async () => {
+        await redis.quit().catch(() => redis.disconnect());
+      },
+    );
+  }
+
+  /** `event` is a JSON object: a value to serialize, or its exact bytes as a string or Buffer. */
+  async publish(kind: EventKind, userId: string, event: object | string | Buffer): Promise<Published> {
+    if (!isEventKind(kind)) throw new EventRejectedError(`unknown event kind ${JSON.stringify(kind)}`);
+    const userProblem = validateUserId(userId);
+    if (userProblem) throw new EventRejectedError(userProblem.detail);
+    const bytes = Buffer.isBuffer(event)
+      ? event
+      : Buffer.from(typeof event === 'string' ? event : JSON.stringify(event));
+    const problem = validateEvent(bytes, this.maxEventBytes);
+    if (problem) throw new EventRejectedError(`${problem.reason}: ${problem.detail}`);
+    return this.target.publish(kind, userId, bytes);
+  }
+
+  async close(): Promise<void> {
+    await this.onClose();
+  }
+}

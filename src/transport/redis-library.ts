@@ -1,0 +1,141 @@
+/**
+ * The Redis Function library every replica loads (FUNCTION LOAD REPLACE) when it connects.
+ * Publishing is one atomic call from any language:
+ *
+ *   FCALL ssehub_publish 0 <kind> <user_id> <event-json> [<prefix>]
+ *
+ * It assigns the user's next id, appends the event to the user's capped history stream and
+ * PUBLISHes the envelope with the id, all or nothing, and returns the id. Retention comes from
+ * the `<prefix>:config` hash the replicas write, so publishers need not know it.
+ *
+ * Keys (prefix defaults to "ssehub"):
+ *   <prefix>:epoch      this history's incarnation; recreated (new value) if Redis loses its data
+ *   <prefix>:config     history_max, history_ttl_ms, max_event_bytes
+ *   <prefix>:h:<user>   stream of entries (fields k = kind, e = event), ids <ms>-<seq>
+ *   <prefix>:n:<user>   the user's last id, <ms>-<seq>
+ */
+export const LIBRARY_NAME = 'ssehub';
+export const PUBLISH_FUNCTION = 'ssehub_publish';
+export const PUBLISH_COUNTED_FUNCTION = 'ssehub_publish_counted';
+export const HISTORY_FUNCTION = 'ssehub_history';
+
+export const DEFAULT_HISTORY_MAX = 1000;
+export const DEFAULT_HISTORY_TTL_MS = 3_600_000;
+
+export const REDIS_LIBRARY = `#!lua name=${LIBRARY_NAME}
+-- ssehub history library, version 1
+local KINDS = { agui = true, a2a = true, system = true, analytics = true }
+local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
+
+local function base36(n)
+  local out = ''
+  repeat
+    local d = n % 36
+    out = string.sub(DIGITS, d + 1, d + 1) .. out
+    n = math.floor(n / 36)
+  until n == 0
+  return out
+end
+
+local function prefix_of(value)
+  if value == nil or value == '' then return 'ssehub' end
+  return value
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function epoch_of(prefix)
+  local key = prefix .. ':epoch'
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    local t = redis.call('TIME')
+    epoch = base36(tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    redis.call('SET', key, epoch)
+  end
+  return epoch
+end
+
+local function settings(prefix)
+  local cfg = redis.call('HMGET', prefix .. ':config', 'history_max', 'history_ttl_ms', 'max_event_bytes')
+  return tonumber(cfg[1]) or ${DEFAULT_HISTORY_MAX}, tonumber(cfg[2]) or ${DEFAULT_HISTORY_TTL_MS}, tonumber(cfg[3]) or 1048576
+end
+
+local function split_id(text)
+  local ms, seq = string.match(text, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function publish(args)
+  local kind, user, event, prefix = args[1], args[2], args[3], prefix_of(args[4])
+  if kind == nil or not KINDS[kind] then
+    return redis.error_reply('ERR ssehub: unknown kind ' .. tostring(kind) .. ' (agui, a2a, system, analytics)')
+  end
+  if user == nil or #user == 0 or #user > 2048 then
+    return redis.error_reply('ERR ssehub: user_id must be 1 to 2048 bytes')
+  end
+  local max, ttl, max_bytes = settings(prefix)
+  if event == nil or #event > max_bytes then
+    return redis.error_reply('ERR ssehub: event must be at most ' .. max_bytes .. ' bytes')
+  end
+  local decoded_ok, decoded = pcall(cjson.decode, event)
+  if not decoded_ok or type(decoded) ~= 'table' or not string.find(event, '^%s*{') then
+    return redis.error_reply('ERR ssehub: event must be a JSON object')
+  end
+
+  local epoch = epoch_of(prefix)
+  local history_key = prefix .. ':h:' .. user
+  local last_key = prefix .. ':n:' .. user
+  local now = now_ms()
+  local ms, seq = now, 1
+  local last = redis.call('GET', last_key)
+  if last then
+    local last_ms, last_seq = split_id(last)
+    if last_ms > ms then ms = last_ms end
+    seq = last_seq + 1
+  else
+    -- A history without its counter cannot be continued consistently: start over.
+    redis.call('DEL', history_key)
+  end
+  local stream_id = string.format('%.0f-%.0f', ms, seq)
+  redis.call('XADD', history_key, 'MAXLEN', max, stream_id, 'k', kind, 'e', event)
+  redis.call('XTRIM', history_key, 'MINID', string.format('%.0f', now - ttl))
+  redis.call('PEXPIRE', history_key, ttl)
+  redis.call('SET', last_key, stream_id, 'PX', ttl)
+
+  local id = epoch .. ':' .. stream_id
+  local envelope = '{"id":"' .. id .. '","user_id":' .. cjson.encode(user) .. ',"event":' .. event .. '}'
+  local receivers = redis.call('PUBLISH', prefix .. ':' .. kind, envelope)
+  return { id, receivers }
+end
+
+redis.register_function(
+  '${PUBLISH_FUNCTION}',
+  function(keys, args)
+    local result = publish(args)
+    if type(result) == 'table' and result.err then return result end
+    return result[1]
+  end
+)
+
+redis.register_function('${PUBLISH_COUNTED_FUNCTION}', function(keys, args) return publish(args) end)
+
+-- args: user, from ('' for none, else <ms>-<seq>), count, prefix
+-- returns: { epoch, last id or '', first id or '', entries from 'from' on (XRANGE shape) }
+redis.register_function('${HISTORY_FUNCTION}', function(keys, args)
+  local user, from, count, prefix = args[1], args[2], tonumber(args[3]), prefix_of(args[4])
+  local epoch = epoch_of(prefix)
+  local history_key = prefix .. ':h:' .. user
+  local last = redis.call('GET', prefix .. ':n:' .. user) or ''
+  local first = ''
+  local entries = {}
+  if from ~= '' and count > 0 then
+    local oldest = redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)
+    if #oldest > 0 then first = oldest[1][1] end
+    entries = redis.call('XRANGE', history_key, from, '+', 'COUNT', count)
+  end
+  return { epoch, last, first, entries }
+end)
+`;
