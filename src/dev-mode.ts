@@ -39,5 +39,8 @@ export function devModeBanner(port: number, credentials: DevCredentials): string
     `  curl -X POST -H 'Authorization: Bearer ${credentials.serviceToken}' -H 'Content-Type: application/json' \\`,
     `    -d '{"user_id":"${DEMO_USER}","type":"TEXT_MESSAGE_CONTENT","messageId":"m1","delta":"hello"}' ${base}/api/v1/webhook/agui`,
     '',
+    'Stop the subscriber, publish again, then resume from the last id: line it printed; it gets what it missed:',
+    `  curl -N -H 'Authorization: Bearer ${credentials.userToken}' -H 'Last-Event-ID: <id>' ${base}/api/v1/stream/contexts`,
+    '',
   ].join('\n');
 }

@@ -1,9 +1,11 @@
-// Publish an event to one user's ssehub streams through Redis, with ioredis.
+// Publish an event to one user's ssehub streams through Redis (7.0 or later), with ioredis.
 //   npm install ioredis
 //   node publish.mjs demo-user "hello from node"
 //
-// ssehub has no publisher API of its own yet; this is the envelope contract every publisher
-// follows, whatever the language: PUBLISH <prefix>:<kind> {"user_id":"<id>","event":{...}}.
+// One call, whatever the language: FCALL ssehub_publish 0 <kind> <user_id> <event-json> <prefix>.
+// The hub loads that function into Redis when it connects. It gives the event the user's next
+// id, keeps it in the user's history (browsers that reconnect with Last-Event-ID get what they
+// missed) and delivers it, in one step, and returns the id.
 // REDIS_URL (default redis://localhost:6379) and SSEHUB_CHANNEL_PREFIX (default ssehub) must
 // match the hub's settings.
 import { pathToFileURL } from 'node:url';
@@ -11,23 +13,23 @@ import { Redis } from 'ioredis';
 
 const KINDS = ['agui', 'a2a', 'system', 'analytics'];
 
-/** Publishes one envelope; resolves to how many hub replicas received it (0: none listening). */
+/** Publishes one event; resolves to its id, <epoch>:<ms>-<seq>. Redis refuses bad events (ERR ssehub: ...). */
 export async function publish(redis, kind, userId, event) {
   if (!KINDS.includes(kind)) throw new Error(`kind must be one of ${KINDS.join(', ')}`);
   const prefix = process.env.SSEHUB_CHANNEL_PREFIX ?? 'ssehub';
-  return redis.publish(`${prefix}:${kind}`, JSON.stringify({ user_id: userId, event }));
+  return redis.fcall('ssehub_publish', 0, kind, userId, JSON.stringify(event), prefix);
 }
 
 async function main() {
   const [userId = 'demo-user', text = 'hello from node'] = process.argv.slice(2);
   const redis = new Redis(process.env.REDIS_URL ?? 'redis://localhost:6379');
   try {
-    const receivers = await publish(redis, 'agui', userId, {
+    const id = await publish(redis, 'agui', userId, {
       type: 'TEXT_MESSAGE_CONTENT',
       messageId: 'm1',
       delta: text,
     });
-    console.log(`published to ${receivers} hub replica(s)`);
+    console.log(`published ${id}`);
   } finally {
     redis.disconnect();
   }

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Publish an event to one user's ssehub streams through Redis.
+"""Publish an event to one user's ssehub streams through Redis (7.0 or later).
+
+    r.fcall("ssehub_publish", 0, kind, user_id, json.dumps(event), prefix)  # -> the event's id
 
     pip install redis
     python3 publish.py demo-user "hello from python"
 
-REDIS_URL (default redis://localhost:6379) and SSEHUB_CHANNEL_PREFIX (default ssehub) must
-match the hub's settings.
+The hub loads the ssehub_publish function into Redis when it connects. It gives the event the
+user's next id, keeps it in the user's history (browsers that reconnect with Last-Event-ID get
+what they missed) and delivers it, in one step. REDIS_URL (default redis://localhost:6379) and
+SSEHUB_CHANNEL_PREFIX (default ssehub) must match the hub's settings.
 """
 import json
 import os
@@ -16,27 +20,26 @@ import redis
 KINDS = ("agui", "a2a", "system", "analytics")
 
 
-def publish(r: "redis.Redis", kind: str, user_id: str, event: dict) -> int:
-    """Publishes one envelope; returns how many hub replicas received it (0: none listening)."""
+def publish(r: "redis.Redis", kind: str, user_id: str, event: dict) -> str:
+    """Publishes one event; returns its id, <epoch>:<ms>-<seq>. Redis refuses bad events (ERR ssehub: ...)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     prefix = os.environ.get("SSEHUB_CHANNEL_PREFIX", "ssehub")
-    envelope = json.dumps({"user_id": user_id, "event": event}, separators=(",", ":"))
-    return r.publish(f"{prefix}:{kind}", envelope)
+    event_id = r.fcall("ssehub_publish", 0, kind, user_id, json.dumps(event, separators=(",", ":")), prefix)
+    return event_id.decode() if isinstance(event_id, bytes) else event_id
 
 
 def main() -> None:
     user_id = sys.argv[1] if len(sys.argv) > 1 else "demo-user"
     text = sys.argv[2] if len(sys.argv) > 2 else "hello from python"
     r = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379"))
-    # The same as r.publish("ssehub:agui", json.dumps({"user_id": ..., "event": {...}})).
-    receivers = publish(
+    event_id = publish(
         r,
         "agui",
         user_id,
         {"type": "TEXT_MESSAGE_CONTENT", "messageId": "m1", "delta": text},
     )
-    print(f"published to {receivers} hub replica(s)")
+    print(f"published {event_id}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 #   REDIS_URL=redis://localhost:6379 ./publish.sh demo-user
 #   SSEHUB_URL=http://localhost:8080 SSEHUB_TOKEN=<jwt> ./publish.sh demo-user
 #
-# 1. Straight into Redis: channel <prefix>:<kind>, message {"user_id":...,"event":{...}}.
+# 1. Straight into Redis (7.0 or later): FCALL ssehub_publish 0 <kind> <user_id> <event> <prefix>,
+#    the function the hub loads into Redis. It gives the event an id, keeps it in the user's
+#    history for browsers that reconnect with Last-Event-ID, delivers it, and prints the id.
 # 2. Over HTTP: POST /api/v1/webhook/<kind> with the event plus a top-level "user_id". The
 #    token's user (sub) must be that user_id, or the token must have the "service" role.
 set -eu
@@ -13,13 +15,12 @@ USER_ID="${1:-demo-user}"
 PREFIX="${SSEHUB_CHANNEL_PREFIX:-ssehub}"
 
 if [ -n "${REDIS_URL:-}" ]; then
-  # Prints how many hub replicas received the message.
-  redis-cli -u "$REDIS_URL" PUBLISH "$PREFIX:agui" \
-    "{\"user_id\":\"$USER_ID\",\"event\":{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"hello from redis-cli\"}}"
+  redis-cli -u "$REDIS_URL" FCALL ssehub_publish 0 agui "$USER_ID" \
+    '{"type":"TEXT_MESSAGE_CONTENT","messageId":"m1","delta":"hello from redis-cli"}' "$PREFIX"
 fi
 
 if [ -n "${SSEHUB_TOKEN:-}" ]; then
-  # 202 {"status":"published",...} on success.
+  # 202 {"status":"broadcasted","id":"<epoch>:<ms>-<seq>",...} on success.
   curl -sS -X POST "${SSEHUB_URL:-http://localhost:8080}/api/v1/webhook/agui" \
     -H "Authorization: Bearer $SSEHUB_TOKEN" \
     -H 'Content-Type: application/json' \

@@ -14,6 +14,8 @@
  *   <prefix>:h:<user>   stream of entries (fields k = kind, e = event), ids <ms>-<seq>
  *   <prefix>:n:<user>   the user's last id, <ms>-<seq>
  */
+import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../wire/envelope';
+
 export const LIBRARY_NAME = 'ssehub';
 export const PUBLISH_FUNCTION = 'ssehub_publish';
 export const PUBLISH_COUNTED_FUNCTION = 'ssehub_publish_counted';
@@ -23,7 +25,7 @@ export const DEFAULT_HISTORY_MAX = 1000;
 export const DEFAULT_HISTORY_TTL_MS = 3_600_000;
 
 export const REDIS_LIBRARY = `#!lua name=${LIBRARY_NAME}
--- ssehub history library, version 1
+-- ssehub history library, version 2
 local KINDS = { agui = true, a2a = true, system = true, analytics = true }
 local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
 
@@ -35,6 +37,77 @@ local function base36(n)
     n = math.floor(n / 36)
   until n == 0
   return out
+end
+
+-- A decoder as strict as the hub's JSON.parse (no NaN, hex or leading zeros), with its depth limit.
+local strict_json
+local function decode_strictly(text)
+  if not strict_json then
+    strict_json = cjson.new()
+    strict_json.decode_invalid_numbers(false)
+    strict_json.decode_max_depth(${MAX_JSON_DEPTH})
+  end
+  return pcall(strict_json.decode, text)
+end
+
+-- UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF) and length in UTF-16
+-- units, as the hub counts user ids. ASCII runs are skipped by string.find.
+local function utf8_units(s)
+  local i, n, units = 1, #s, 0
+  while i <= n do
+    local j = string.find(s, '[\\128-\\255]', i)
+    if not j then return units + (n - i + 1) end
+    units = units + (j - i)
+    local c = string.byte(s, j)
+    local len, min, max = 0, 128, 191
+    if c >= 194 and c <= 223 then len = 1
+    elseif c >= 224 and c <= 239 then
+      len = 2
+      if c == 224 then min = 160 elseif c == 237 then max = 159 end
+    elseif c >= 240 and c <= 244 then
+      len = 3
+      if c == 240 then min = 144 elseif c == 244 then max = 143 end
+    else return nil end
+    for k = 1, len do
+      local b = string.byte(s, j + k)
+      if b == nil then return nil end
+      if k == 1 then
+        if b < min or b > max then return nil end
+      elseif b < 128 or b > 191 then return nil end
+    end
+    units = units + (len == 3 and 2 or 1)
+    i = j + len + 1
+  end
+  return units
+end
+
+-- What cjson lets through but JSON (and the hub's parser) does not: raw control characters in
+-- strings, and numbers such as 2. or .5 outside them.
+local function json_number(token)
+  return string.find(token, '^%-?%d+$') or string.find(token, '^%-?%d+%.%d+$')
+    or string.find(token, '^%-?%d+[eE][%+%-]?%d+$') or string.find(token, '^%-?%d+%.%d+[eE][%+%-]?%d+$')
+end
+
+local function strict_tokens(s)
+  if string.find(s, '[%z\\1-\\8\\11\\12\\14-\\31]') then return false end
+  local i, n = 1, #s
+  while i <= n do
+    local quote = string.find(s, '"', i, true)
+    for token in string.gmatch(string.sub(s, i, (quote or n + 1) - 1), '[%-%d%.][%w%.%+%-]*') do
+      if not json_number(token) then return false end
+    end
+    if not quote then return true end
+    local k = quote + 1
+    while true do
+      local m = string.find(s, '["\\\\\\t\\n\\r]', k)
+      if not m then return false end
+      local b = string.byte(s, m)
+      if b == 92 then k = m + 2
+      elseif b == 34 then i = m + 1; break
+      else return false end
+    end
+  end
+  return true
 end
 
 local function prefix_of(value)
@@ -73,16 +146,20 @@ local function publish(args)
   if kind == nil or not KINDS[kind] then
     return redis.error_reply('ERR ssehub: unknown kind ' .. tostring(kind) .. ' (agui, a2a, system, analytics)')
   end
-  if user == nil or #user == 0 or #user > 2048 then
-    return redis.error_reply('ERR ssehub: user_id must be 1 to 2048 bytes')
+  local user_units = user and #user <= ${MAX_USER_ID_LENGTH * 4} and utf8_units(user)
+  if not user_units or user_units == 0 or user_units > ${MAX_USER_ID_LENGTH} then
+    return redis.error_reply('ERR ssehub: user_id must be 1 to ${MAX_USER_ID_LENGTH} characters of valid UTF-8')
   end
   local max, ttl, max_bytes = settings(prefix)
   if event == nil or #event > max_bytes then
     return redis.error_reply('ERR ssehub: event must be at most ' .. max_bytes .. ' bytes')
   end
-  local decoded_ok, decoded = pcall(cjson.decode, event)
-  if not decoded_ok or type(decoded) ~= 'table' or not string.find(event, '^%s*{') then
-    return redis.error_reply('ERR ssehub: event must be a JSON object')
+  if not utf8_units(event) then
+    return redis.error_reply('ERR ssehub: event must be valid UTF-8')
+  end
+  local decoded_ok, decoded = decode_strictly(event)
+  if not decoded_ok or type(decoded) ~= 'table' or not string.find(event, '^[ \\t\\r\\n]*{') or not strict_tokens(event) then
+    return redis.error_reply('ERR ssehub: event must be a JSON object nested at most ${MAX_JSON_DEPTH} levels deep')
   end
 
   local epoch = epoch_of(prefix)

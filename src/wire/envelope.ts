@@ -25,7 +25,7 @@ export const REJECT_REASONS = [
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export const MAX_USER_ID_LENGTH = 512;
-/** Deepest bracket nesting accepted in an envelope (the event itself may nest one level less). */
+/** Deepest bracket nesting accepted in an event (its envelope wraps it in one more level). */
 export const MAX_JSON_DEPTH = 64;
 
 export interface ParsedEnvelope {
@@ -56,10 +56,11 @@ interface DecodedObject {
   members: JsonMember[];
 }
 
-function decodeObject(buf: Buffer, maxBytes: number): DecodedObject | Rejected {
+/** Size, UTF-8, depth and JSON syntax of one object: everything but its members. */
+function checkObject(buf: Buffer, maxBytes: number, maxDepth: number): { value: Record<string, unknown> } | Rejected {
   if (buf.length > maxBytes) return reject('too_large', `${buf.length} bytes exceeds the ${maxBytes}-byte limit`);
   if (!isUtf8(buf)) return reject('invalid_utf8', 'payload is not valid UTF-8');
-  if (nestsDeeperThan(buf, MAX_JSON_DEPTH)) return reject('too_deep', `JSON nests deeper than ${MAX_JSON_DEPTH} levels`);
+  if (nestsDeeperThan(buf, maxDepth)) return reject('too_deep', `JSON nests deeper than ${maxDepth} levels`);
   let value: unknown;
   try {
     value = JSON.parse(buf.toString('utf8'));
@@ -67,6 +68,13 @@ function decodeObject(buf: Buffer, maxBytes: number): DecodedObject | Rejected {
     return reject('malformed_json', (err as Error).message);
   }
   if (!isPlainObject(value)) return reject('not_an_object', 'payload must be a JSON object');
+  return { value };
+}
+
+function decodeObject(buf: Buffer, maxBytes: number, maxDepth = MAX_JSON_DEPTH): DecodedObject | Rejected {
+  const checked = checkObject(buf, maxBytes, maxDepth);
+  if ('ok' in checked) return checked;
+  const { value } = checked;
   const members = scanObjectMembers(buf);
   const seen = new Set<string>();
   for (const member of members) {
@@ -90,7 +98,7 @@ export const ENVELOPE_OVERHEAD_BYTES = 4096;
 
 /** `maxEventBytes` limits the event itself; the envelope may be larger by its id and user id. */
 export function parseEnvelope(buf: Buffer, maxEventBytes: number): ParsedEnvelope | Rejected {
-  const decoded = decodeObject(buf, maxEventBytes + ENVELOPE_OVERHEAD_BYTES);
+  const decoded = decodeObject(buf, maxEventBytes + ENVELOPE_OVERHEAD_BYTES, MAX_JSON_DEPTH + 1);
   if ('ok' in decoded) return decoded;
   const userIdProblem = validateUserId(decoded.value.user_id);
   if (userIdProblem) return userIdProblem;
@@ -116,8 +124,8 @@ export function parseEnvelope(buf: Buffer, maxEventBytes: number): ParsedEnvelop
 
 /** Checks an event on its own (publisher API): a JSON object within the size limit. */
 export function validateEvent(buf: Buffer, maxBytes: number): Rejected | undefined {
-  const decoded = decodeObject(buf, maxBytes);
-  return 'ok' in decoded ? decoded : undefined;
+  const checked = checkObject(buf, maxBytes, MAX_JSON_DEPTH);
+  return 'ok' in checked ? checked : undefined;
 }
 
 

@@ -1,14 +1,18 @@
 import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
 import { parse } from 'yaml';
 import { TOKEN_COOKIE } from '../../src/auth/token';
 import { createVerifier } from '../../src/auth/verifier';
 import { loadConfig } from '../../src/config';
+import { parseEventId, type EventId } from '../../src/history/event-id';
 import { EVENT_KINDS, routesFor, type StreamKind } from '../../src/routing';
 import { HEARTBEAT_FRAME } from '../../src/sse/frame';
+import { PUBLISH_FUNCTION, REDIS_LIBRARY } from '../../src/transport/redis-library';
 import { parseEnvelope, parseWebhookBody } from '../../src/wire/envelope';
 import {
   CONFIG_VARIABLE_SET,
@@ -26,6 +30,7 @@ import {
   type Obj,
 } from './helpers';
 
+import { SHARED_REDIS_URL } from '../helpers/hub-process';
 import { mintToken } from '../helpers/tokens';
 const run = promisify(execFile);
 /** The README's deployment sections, from "Run with Docker Compose" to the heading after "Deploy on Kubernetes". */
@@ -189,14 +194,81 @@ describe('README deployment sections', () => {
 
 describe('examples', () => {
   let hub: LiveHub;
+  let redis: Redis;
+  const prefixes: string[] = [];
+
+  /** A channel prefix of this test's own on the shared Redis; its keys are deleted afterwards. */
+  function examplePrefix(): string {
+    const prefix = `examples-${randomBytes(6).toString('hex')}`;
+    prefixes.push(prefix);
+    return prefix;
+  }
 
   beforeAll(async () => {
     hub = await startHub();
+    redis = new Redis(SHARED_REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await redis.connect();
+    // What every hub replica does when it connects.
+    await redis.call('FUNCTION', 'LOAD', 'REPLACE', REDIS_LIBRARY);
   });
 
   afterAll(async () => {
-    await hub.close();
+    try {
+      for (const prefix of prefixes) {
+        const keys: string[] = [];
+        for await (const batch of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) keys.push(...(batch as string[]));
+        if (keys.length > 0) await redis.del(...keys);
+      }
+    } finally {
+      redis.disconnect();
+      await hub.close();
+    }
   });
+
+  /** A recorded client call (`method, ...args`) as the Redis command it sends. */
+  function asCommand([method, ...args]: unknown[]): string[] {
+    const command = method === 'call' || method === 'execute_command' ? args : [method, ...args];
+    return command.map((part, i) => (i === 0 ? String(part).toUpperCase() : String(part)));
+  }
+
+  /**
+   * Checks a recorded publish (`FCALL ssehub_publish 0 <kind> <user> <event> <prefix>`), then sends
+   * those exact arguments to the real Redis: the reply must be a valid id, the user's history must
+   * hold the event's bytes under that id, and subscribers of <prefix>:<kind> must get the envelope.
+   */
+  async function replay(command: string[], expected: { kind: string; userId: string; prefix: string; event: object }): Promise<string> {
+    const { kind, userId, prefix, event } = expected;
+    expect(command.slice(0, 5)).toEqual(['FCALL', PUBLISH_FUNCTION, '0', kind, userId]);
+    expect(command.slice(6)).toEqual([prefix]);
+    const eventJson = command[5] as string;
+    expect(JSON.parse(eventJson)).toEqual(event);
+
+    const subscriber = redis.duplicate();
+    const messages: Buffer[] = [];
+    subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => messages.push(message));
+    try {
+      await subscriber.subscribe(`${prefix}:${kind}`);
+      const [name, ...args] = command as [string, ...string[]];
+      const id = await redis.call(name, ...args);
+      expect(typeof id).toBe('string');
+      const parsed = parseEventId(id as string);
+      expect({ id, parsed: parsed !== undefined }).toEqual({ id, parsed: true });
+      const { epoch, ms, seq } = parsed as EventId;
+      expect(await redis.get(`${prefix}:epoch`)).toBe(epoch);
+      expect(await redis.xrange(`${prefix}:h:${userId}`, '-', '+')).toEqual([[`${ms}-${seq}`, ['k', kind, 'e', eventJson]]]);
+
+      for (const deadline = Date.now() + 5000; messages.length === 0 && Date.now() < deadline; ) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(messages).toHaveLength(1);
+      const envelope = parseEnvelope(messages[0] as Buffer, 1 << 20);
+      expect(envelope).toMatchObject({ ok: true, userId, id: parsed });
+      expect(envelope.ok && envelope.event.toString('utf8')).toBe(eventJson);
+      return id as string;
+    } finally {
+      subscriber.disconnect();
+    }
+  }
 
   it('README maps every kind to the streams the hub routes it to', () => {
     const readme = readText('examples/README.md');
@@ -208,26 +280,55 @@ describe('examples', () => {
     }
   });
 
-  it('Node: publishes a valid envelope on <prefix>:<kind>', async () => {
+  it('README shows the FCALL form the function library defines', () => {
+    const readme = readText('examples/README.md');
+    expect(readme).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> <prefix>`);
+    expect(readText('src/transport/redis-library.ts')).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> [<prefix>]`);
+    expect(readme).toContain(`\`${DEFAULT_PREFIX}\` when left out`);
+  });
+
+  it('Node: publishes with FCALL, which the real Redis accepts, and returns the id (client stubbed, call replayed)', async () => {
     const script = [
       "import { publish } from './examples/node/publish.mjs';",
       'const calls = [];',
-      'const fake = { publish: async (channel, message) => { calls.push([channel, message]); return 3; } };',
-      "await publish(fake, 'agui', 'alice', { type: 'TEXT_MESSAGE_CONTENT', delta: 'hi' });",
-      "await publish(fake, 'bogus', 'alice', {}).then(() => calls.push('accepted bogus kind'), () => {});",
-      'console.log(JSON.stringify(calls));',
+      // Records whatever method the example calls and answers as Redis would.
+      "const fake = new Proxy({}, { get: (_, method) => method === 'then' ? undefined : async (...args) => { calls.push([method, ...args]); return '0:1-1'; } });",
+      "const id = await publish(fake, 'agui', 'alice', { type: 'TEXT_MESSAGE_CONTENT', delta: 'hi \\u00e9 \"q\"' });",
+      "await publish(fake, 'bogus', 'alice', {}).then(() => calls.push(['accepted bogus kind']), () => {});",
+      'console.log(JSON.stringify({ id, calls }));',
     ].join('\n');
-    for (const prefix of [undefined, 'tenant-a']) {
+    const event = { type: 'TEXT_MESSAGE_CONTENT', delta: 'hi é "q"' };
+    for (const prefix of [undefined, examplePrefix()]) {
       const env: Record<string, string> = { PATH: process.env.PATH ?? '' };
       if (prefix) env.SSEHUB_CHANNEL_PREFIX = prefix;
       const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env, timeout: 10_000 });
-      const calls = JSON.parse(stdout) as Array<[string, string]>;
+      const { id, calls } = JSON.parse(stdout) as { id: string; calls: unknown[][] };
+      expect(id).toBe('0:1-1');
       expect(calls).toHaveLength(1);
-      const [channel, message] = calls[0] as [string, string];
-      expect(channel).toBe(`${prefix ?? DEFAULT_PREFIX}:agui`);
-      const parsed = parseEnvelope(Buffer.from(message), 1 << 20);
-      expect(parsed).toMatchObject({ ok: true, userId: 'alice' });
+      const command = asCommand(calls[0] as unknown[]);
+      if (prefix === undefined) {
+        expect(command.slice(-1)).toEqual([DEFAULT_PREFIX]);
+        continue;
+      }
+      await replay(command, { kind: 'agui', userId: 'alice', prefix, event });
     }
+  });
+
+  it('Node: the script publishes to a real Redis and prints the id', async () => {
+    const prefix = examplePrefix();
+    const { stdout } = await run(process.execPath, ['examples/node/publish.mjs', 'dave', 'hello dave'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', REDIS_URL: SHARED_REDIS_URL, SSEHUB_CHANNEL_PREFIX: prefix },
+      timeout: 10_000,
+    });
+    const id = /^published (\S+)$/.exec(stdout.trim())?.[1] as string;
+    const parsed = parseEventId(id ?? '');
+    expect({ stdout, parsed: parsed !== undefined }).toEqual({ stdout, parsed: true });
+    const { ms, seq } = parsed as EventId;
+    const entries = await redis.xrange(`${prefix}:h:dave`, '-', '+');
+    expect(entries.map(([entryId]) => entryId)).toEqual([`${ms}-${seq}`]);
+    const fields = (entries[0] as [string, string[]])[1];
+    expect(JSON.parse(fields[fields.indexOf('e') + 1] as string)).toMatchObject({ type: 'TEXT_MESSAGE_CONTENT', delta: 'hello dave' });
   });
 
   const python = ((): boolean => {
@@ -239,9 +340,10 @@ describe('examples', () => {
     }
   })();
 
-  (python ? it : it.skip)('Python: publishes a valid envelope on <prefix>:<kind> (redis module stubbed)', async () => {
+  (python ? it : it.skip)('Python: publishes with FCALL, which the real Redis accepts, and returns the id (redis module stubbed, call replayed)', async () => {
+    const prefix = examplePrefix();
     const script = [
-      'import importlib.util, json, sys, types',
+      'import importlib.util, json, os, sys, types',
       "stub = types.ModuleType('redis')",
       'class Redis: pass',
       'stub.Redis = Redis',
@@ -251,32 +353,41 @@ describe('examples', () => {
       'spec.loader.exec_module(mod)',
       'calls = []',
       'class Fake:',
-      '    def publish(self, channel, message):',
-      '        calls.append([channel, message])',
-      '        return 3',
-      "mod.publish(Fake(), 'a2a', 'bob', {'kind': 'task', 'id': 't1'})",
+      '    """Records whatever method the example calls; answers as redis-py does (bytes)."""',
+      '    def __getattr__(self, method):',
+      '        def record(*args):',
+      '            calls.append([method, *args])',
+      "            return b'0:1-1'",
+      '        return record',
+      'ids = []',
+      "event = {'kind': 'task', 'id': 't1', 'text': 'h\\u00e9'}",
+      "os.environ.pop('SSEHUB_CHANNEL_PREFIX', None)",
+      "ids.append(mod.publish(Fake(), 'a2a', 'bob', event))",
+      "os.environ['SSEHUB_CHANNEL_PREFIX'] = sys.argv[1]",
+      "ids.append(mod.publish(Fake(), 'a2a', 'bob', event))",
       'try:',
       "    mod.publish(Fake(), 'bogus', 'bob', {})",
-      "    calls.append('accepted bogus kind')",
+      "    calls.append(['accepted bogus kind'])",
       'except ValueError:',
       '    pass',
-      'print(json.dumps(calls))',
+      "print(json.dumps({'ids': ids, 'calls': calls}))",
     ].join('\n');
-    const { stdout } = await run('python3', ['-c', script], {
+    const { stdout } = await run('python3', ['-c', script, prefix], {
       cwd: ROOT,
       // No __pycache__ next to the example.
       env: { PATH: process.env.PATH ?? '', PYTHONDONTWRITEBYTECODE: '1' },
       timeout: 10_000,
     });
-    const calls = JSON.parse(stdout) as Array<[string, string]>;
-    expect(calls).toHaveLength(1);
-    expect(calls[0]?.[0]).toBe(`${DEFAULT_PREFIX}:a2a`);
-    expect(parseEnvelope(Buffer.from(calls[0]?.[1] as string), 1 << 20)).toMatchObject({ ok: true, userId: 'bob' });
+    const { ids, calls } = JSON.parse(stdout) as { ids: unknown[]; calls: unknown[][] };
+    expect(ids).toEqual(['0:1-1', '0:1-1']);
+    expect(calls).toHaveLength(2);
+    expect(asCommand(calls[0] as unknown[]).slice(-1)).toEqual([DEFAULT_PREFIX]);
+    await replay(asCommand(calls[1] as unknown[]), { kind: 'a2a', userId: 'bob', prefix, event: { kind: 'task', id: 't1', text: 'hé' } });
     // The module docstring's one-line form is the documented contract.
-    expect(readText('examples/python/publish.py')).toContain('r.publish("ssehub:agui", json.dumps({"user_id": ..., "event": {...}}))');
+    expect(readText('examples/python/publish.py')).toContain(`r.fcall("${PUBLISH_FUNCTION}", 0, kind, user_id, json.dumps(event), prefix)`);
   });
 
-  it('shell: redis-cli and curl send what the hub accepts (tools stubbed, webhook replayed to a real hub)', async () => {
+  it('shell: redis-cli FCALL and curl send what Redis and the hub accept (tools stubbed, calls replayed)', async () => {
     const bin = mkdtempSync(join(tmpdir(), 'ssehub-shell-'));
     try {
       for (const tool of ['redis-cli', 'curl']) {
@@ -285,16 +396,24 @@ describe('examples', () => {
         chmodSync(file, 0o755);
       }
       const token = 'stub-token';
+      const prefix = examplePrefix();
       await run('sh', [repoPath('examples/shell/publish.sh'), 'carol'], {
         cwd: ROOT,
-        env: { PATH: `${bin}:${process.env.PATH ?? ''}`, REDIS_URL: 'redis://redis.test:6379', SSEHUB_TOKEN: token, SSEHUB_URL: hub.url },
+        env: {
+          PATH: `${bin}:${process.env.PATH ?? ''}`,
+          REDIS_URL: 'redis://redis.test:6379',
+          SSEHUB_CHANNEL_PREFIX: prefix,
+          SSEHUB_TOKEN: token,
+          SSEHUB_URL: hub.url,
+        },
         timeout: 10_000,
       });
       const args = (tool: string): string[] => readFileSync(join(bin, `${tool}.args`), 'utf8').split('\0').slice(0, -1);
 
       const redisArgs = args('redis-cli');
-      expect(redisArgs.slice(0, 4)).toEqual(['-u', 'redis://redis.test:6379', 'PUBLISH', `${DEFAULT_PREFIX}:agui`]);
-      expect(parseEnvelope(Buffer.from(redisArgs[4] as string), 1 << 20)).toMatchObject({ ok: true, userId: 'carol' });
+      expect(redisArgs.slice(0, 2)).toEqual(['-u', 'redis://redis.test:6379']);
+      const event = { type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1', delta: 'hello from redis-cli' };
+      await replay(asCommand(redisArgs.slice(2)), { kind: 'agui', userId: 'carol', prefix, event });
 
       const curlArgs = args('curl');
       const url = curlArgs.find((a) => a.startsWith('http')) as string;
@@ -304,7 +423,7 @@ describe('examples', () => {
       const body = curlArgs[curlArgs.indexOf('-d') + 1] as string;
       expect(curlArgs[curlArgs.indexOf('-X') + 1]).toBe('POST');
 
-      // Replay the request with a real token for carol: the hub publishes it.
+      // Replay the request with a real token for carol: the hub publishes it and answers with its id.
       const real = await mintToken('carol', { secret: hub.secret });
       const res = await fetch(url, {
         method: 'POST',
@@ -312,6 +431,10 @@ describe('examples', () => {
         body,
       });
       expect(res.status).toBe(202);
+      const answer = (await res.json()) as { status: string; id: string };
+      expect(parseEventId(answer.id)).toBeDefined();
+      // The script's comment shows the answer's shape.
+      expect(readText('examples/shell/publish.sh')).toContain(`202 {"status":"${answer.status}","id":"<epoch>:<ms>-<seq>",...}`);
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }

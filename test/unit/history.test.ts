@@ -1,0 +1,123 @@
+import { comparePositions, formatEventId, parseEventId, type EventId } from '../../src/history/event-id';
+import { planReplay, type HistoryEntry, type StoredHistory } from '../../src/history/history';
+import { MemoryHistory } from '../../src/history/memory-history';
+
+const id = (ms: number, seq: number, epoch = 'e1'): EventId => ({ epoch, ms, seq });
+const entry = (ms: number, seq: number, kind = 'agui'): HistoryEntry => ({
+  id: id(ms, seq),
+  kind,
+  event: Buffer.from(`{"seq":${seq}}`),
+});
+
+/** A user's history holding seqs first..last (ms = 1000 + seq). */
+function stored(first: number, last: number, from?: EventId, limit = 100): StoredHistory {
+  const all = [];
+  for (let seq = first; seq <= last; seq++) all.push(entry(1000 + seq, seq));
+  const fromRequested = from ? all.filter((e) => comparePositions(e.id, from) >= 0).slice(0, limit + 2) : [];
+  return { epoch: 'e1', last: last > 0 ? id(1000 + last, last) : undefined, first: all[0]?.id, fromRequested };
+}
+
+describe('event ids', () => {
+  it('round-trips and refuses anything else', () => {
+    expect(parseEventId('abc9:1795266279084-42')).toEqual({ epoch: 'abc9', ms: 1795266279084, seq: 42 });
+    expect(formatEventId({ epoch: 'abc9', ms: 5, seq: 0 })).toBe('abc9:5-0');
+    for (const bad of ['', '42', 'e:1', 'e:1-', 'E:1-1', 'e:1-1\nid:2', 'e:-1-1', 'e:1-1 ', `e:${'9'.repeat(17)}-1`, 'e:99999999999999999-1']) {
+      expect(parseEventId(bad)).toBeUndefined();
+    }
+  });
+
+  it('orders by time, then sequence', () => {
+    expect(comparePositions(id(2, 1), id(1, 9))).toBeGreaterThan(0);
+    expect(comparePositions(id(1, 2), id(1, 3))).toBeLessThan(0);
+    expect(comparePositions(id(1, 2), id(1, 2))).toBe(0);
+  });
+});
+
+describe('planReplay', () => {
+  it('without a requested id reports only the head (or the origin for a new user)', () => {
+    expect(planReplay(undefined, stored(1, 3), 10)).toEqual({ ok: true, head: id(1003, 3), entries: [] });
+    expect(planReplay(undefined, stored(1, 0), 10)).toEqual({ ok: true, head: id(0, 0), entries: [] });
+  });
+
+  it('replays everything after the requested id, proven by the requested entry itself', () => {
+    const from = id(1002, 2);
+    const read = planReplay(from, stored(1, 5, from), 10);
+    expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([3, 4, 5]);
+  });
+
+  it('replays when the requested entry was trimmed but its successor is retained', () => {
+    const from = id(1002, 2);
+    const read = planReplay(from, stored(3, 5, from), 10);
+    expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([3, 4, 5]);
+  });
+
+  it('resets when events after the requested id were trimmed', () => {
+    const from = id(1002, 2);
+    expect(planReplay(from, stored(4, 6, from), 10)).toEqual({ ok: false, reason: 'trimmed', head: id(1006, 6) });
+  });
+
+  it('replays from the origin of a user who had no history yet', () => {
+    const from = id(0, 0);
+    const read = planReplay(from, stored(1, 2, from), 10);
+    expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([1, 2]);
+    expect(planReplay(from, stored(1, 0, from), 10)).toEqual({ ok: true, head: id(0, 0), entries: [] });
+  });
+
+  it('is empty at the head and resets past it', () => {
+    expect(planReplay(id(1003, 3), stored(1, 3, id(1003, 3)), 10)).toEqual({ ok: true, head: id(1003, 3), entries: [] });
+    expect(planReplay(id(9999, 1), stored(1, 3, id(9999, 1)), 10)).toMatchObject({ ok: false, reason: 'unknown_id' });
+  });
+
+  it('resets an id of another epoch as lost history', () => {
+    expect(planReplay(id(1002, 2, 'old'), stored(1, 3, id(1002, 2)), 10)).toMatchObject({ ok: false, reason: 'history_lost' });
+  });
+
+  it('resets an id that is within retention but not in this history (another user\'s)', () => {
+    const foreign = id(1002, 7);
+    expect(planReplay(foreign, stored(1, 5, foreign), 10)).toMatchObject({ ok: false, reason: 'unknown_id' });
+  });
+
+  it('resets instead of replaying more than the cap', () => {
+    const from = id(1001, 1);
+    expect(planReplay(from, stored(1, 5, from, 3), 3)).toMatchObject({ ok: false, reason: 'replay_limit' });
+    const read = planReplay(from, stored(1, 4, from, 3), 3);
+    expect(read.ok && read.entries).toHaveLength(3);
+  });
+});
+
+describe('MemoryHistory', () => {
+  const limits = { maxEntries: 3, ttlMs: 10_000 };
+
+  it('numbers each user\'s events from 1 and keeps ids increasing when the clock steps back', () => {
+    const history = new MemoryHistory(limits);
+    const a1 = history.append('a', 'agui', Buffer.from('{}'), 5000);
+    const b1 = history.append('b', 'agui', Buffer.from('{}'), 5000);
+    const a2 = history.append('a', 'a2a', Buffer.from('{}'), 4000);
+    expect([a1.seq, b1.seq, a2.seq]).toEqual([1, 1, 2]);
+    expect(comparePositions(a2, a1)).toBeGreaterThan(0);
+  });
+
+  it('caps entries per user and turns a resume past them into a reset', () => {
+    const history = new MemoryHistory(limits);
+    const ids = [1, 2, 3, 4, 5].map((n) => history.append('u', 'agui', Buffer.from(`{"n":${n}}`), 1000 + n));
+    const fromThird = history.read('u', ids[2], 10, 1010);
+    expect(fromThird.ok && fromThird.entries.map((e) => e.event.toString())).toEqual(['{"n":4}', '{"n":5}']);
+    expect(history.read('u', ids[0], 10, 1010)).toMatchObject({ ok: false, reason: 'trimmed' });
+  });
+
+  it('drops entries past their time to live', () => {
+    const history = new MemoryHistory(limits);
+    const first = history.append('u', 'agui', Buffer.from('{}'), 1000);
+    history.append('u', 'agui', Buffer.from('{}'), 8000);
+    history.append('u', 'agui', Buffer.from('{}'), 12_000);
+    const read = history.read('u', first, 10, 12_500);
+    expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([2, 3]);
+    history.sweep(30_000);
+    expect(history.read('u', undefined, 10, 30_000)).toMatchObject({ ok: true, head: { ms: 0, seq: 0 } });
+  });
+
+  it('has its own epoch: ids of another process are lost history', () => {
+    const before = new MemoryHistory(limits).append('u', 'agui', Buffer.from('{}'));
+    expect(new MemoryHistory(limits).read('u', before, 10)).toMatchObject({ ok: false, reason: 'history_lost' });
+  });
+});
