@@ -8,7 +8,7 @@ import type { HistorySource } from './history/history';
 import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
-import { isEventKind, routesFor, type EventKind, type StreamKind } from './routing';
+import { STREAM_KINDS, isEventKind, routesFor, type EventKind, type StreamKind } from './routing';
 import { SseConnection, type OutboundLimits } from './sse/connection';
 import { encodeFrame, wrapWithProtocol } from './sse/frame';
 import { parseEnvelope, type Rejected } from './wire/envelope';
@@ -30,6 +30,8 @@ export type OpenResult =
 const RECOVERY_CONCURRENCY = 32;
 /** How often streams whose history read failed are retried while the transport is up. */
 const CATCH_UP_RETRY_MS = 1000;
+/** Ids from further ahead of this replica's clock are not the store's: they would silence later events. */
+const MAX_ID_CLOCK_LEAD_MS = 5 * 60_000;
 
 /**
  * Local fan-out: takes envelopes from the transport, routes them by kind and writes one
@@ -41,6 +43,7 @@ export class Hub {
   private draining = false;
   private ticker: NodeJS.Timeout | undefined;
   private lastCatchUpRetry = 0;
+  private retryingCatchUps = false;
   private readonly rejectLogLimiter = new LogRateLimiter();
   private readonly catchUp: CatchUp;
 
@@ -85,15 +88,28 @@ export class Hub {
       this.reject(parsed, kind);
       return;
     }
+    const id = parsed.id;
+    if (id !== undefined && id.ms > Date.now() + MAX_ID_CLOCK_LEAD_MS) {
+      this.reject({ ok: false, reason: 'invalid_id', detail: `id ${formatEventId(id)} is from the future` }, kind);
+      return;
+    }
     this.metrics.eventReceived(kind);
-    const fields = parsed.id === undefined ? {} : { id: formatEventId(parsed.id) };
-    for (const route of routesFor(kind)) {
+    const fields = id === undefined ? {} : { id: formatEventId(id) };
+    const routes = routesFor(kind);
+    for (const route of routes) {
       const subscribers = this.registry.subscribers(route.stream, parsed.userId);
       if (subscribers === undefined) continue;
       const frame = encodeFrame(route.wrapWithProtocol ? wrapWithProtocol(kind, parsed.event) : parsed.event, fields);
       let written = 0;
-      for (const subscriber of subscribers) if (subscriber.deliver(parsed.id, frame)) written++;
+      for (const subscriber of subscribers) if (subscriber.deliver(id, frame)) written++;
       this.metrics.delivered(route.stream, written);
+    }
+    if (id !== undefined) {
+      for (const stream of STREAM_KINDS) {
+        if (routes.some((route) => route.stream === stream)) continue;
+        const others = this.registry.subscribers(stream, parsed.userId);
+        if (others !== undefined) for (const subscriber of others) subscriber.passOver(id);
+      }
     }
     this.metrics.observeDelivery((performance.now() - startedAt) / 1000);
   }
@@ -139,16 +155,26 @@ export class Hub {
     this.registry.add(stream, subscriber);
     connection.open();
     this.log.debug({ connectionId: connection.id, stream, resumeFrom: lastEventId }, 'stream opened');
-    void this.catchUp.run(subscriber, 'connect');
+    this.catchUp.run(subscriber, 'connect').catch((err: unknown) => this.catchUpCrashed(err));
     return { ok: true, subscriber };
+  }
+
+  /** Before the transport resubscribes: live events wait until each stream has caught up. */
+  holdAll(): void {
+    for (const subscriber of this.registry.all()) subscriber.hold();
   }
 
   /**
    * After the transport's subscription came back, fills every local stream's gap from the
    * user's history: events published while this replica was not listening.
    */
-  async recover(): Promise<void> {
-    await this.catchUpAll([...this.registry.all()], 'recover');
+  recover(): void {
+    this.holdAll();
+    this.catchUpAll([...this.registry.all()], 'recover').catch((err: unknown) => this.catchUpCrashed(err));
+  }
+
+  private catchUpCrashed(err: unknown): void {
+    this.log.error({ err }, 'catching a stream up failed');
   }
 
   private async catchUpAll(subscribers: StreamSubscriber[], purpose: 'recover'): Promise<void> {
@@ -163,10 +189,16 @@ export class Hub {
   }
 
   private retryFailedCatchUps(now: number): void {
-    if (now - this.lastCatchUpRetry < CATCH_UP_RETRY_MS || !this.history.isListening()) return;
-    this.lastCatchUpRetry = now;
+    if (this.retryingCatchUps || now - this.lastCatchUpRetry < CATCH_UP_RETRY_MS || !this.history.isListening()) return;
     const waiting = [...this.registry.all()].filter((s) => s.needsCatchUp && !s.catchingUp);
-    if (waiting.length > 0) void this.catchUpAll(waiting, 'recover');
+    if (waiting.length === 0) return;
+    this.retryingCatchUps = true;
+    this.catchUpAll(waiting, 'recover')
+      .catch((err: unknown) => this.catchUpCrashed(err))
+      .finally(() => {
+        this.retryingCatchUps = false;
+        this.lastCatchUpRetry = Date.now();
+      });
   }
 
   /** Heartbeats, stall detection and token expiry for every connection, from one timer. */
@@ -174,7 +206,9 @@ export class Hub {
     const interval = Math.min(1000, Math.max(25, Math.floor(this.options.heartbeatMs / 4)));
     this.ticker = setInterval(() => {
       const now = Date.now();
-      for (const subscriber of this.registry.all()) subscriber.connection.tick(now, this.options.heartbeatMs);
+      for (const subscriber of this.registry.all()) {
+        if (subscriber.connection.tick(now, this.options.heartbeatMs)) subscriber.refreshClientId();
+      }
       this.retryFailedCatchUps(now);
     }, interval);
   }

@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { isEventKind, type EventKind } from './routing';
-import { RedisEvents } from './transport/redis-events';
-import { EventRejectedError, type Published } from './transport/transport';
+import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents } from './transport/redis-events';
+import { EventRejectedError, TransportUnavailableError, type Published } from './transport/transport';
 import { validateEvent, validateUserId } from './wire/envelope';
 
 export interface RedisPublisherOptions {
@@ -39,14 +39,18 @@ export class Publisher {
   static async connectRedis(options: RedisPublisherOptions): Promise<Publisher> {
     const redis = new Redis(options.url, {
       connectionName: 'ssehub-external-publisher',
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
+      ...PUBLISHER_CONNECTION_OPTIONS,
       lazyConnect: true,
     });
     redis.on('error', () => {
       // Surfaced to callers through rejected publishes; reconnects continue in the background.
     });
-    await redis.connect();
+    try {
+      await redis.connect();
+    } catch (err) {
+      redis.disconnect();
+      throw new TransportUnavailableError(`redis: ${(err as Error).message}`, { cause: err });
+    }
     const events = new RedisEvents(redis, options.channelPrefix ?? 'ssehub');
     return new Publisher(
       { publish: (kind, userId, event) => events.publish(kind, userId, event) },

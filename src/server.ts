@@ -70,9 +70,12 @@ export class HubServer {
     );
     this.hub = hub;
     this.publisher = Publisher.forTransport(transport, config.maxEventBytes);
-    this.transport.onResubscribed(() => {
-      this.metrics.resubscribed();
-      void hub.recover();
+    this.transport.onResubscribe({
+      resubscribing: () => hub.holdAll(),
+      resubscribed: () => {
+        this.metrics.resubscribed();
+        hub.recover();
+      },
     });
     const app = createApp({
       config,

@@ -51,18 +51,22 @@ export class CatchUp {
     }
     subscriber.catchingUp = true;
     subscriber.hold();
+    let caughtUp = false;
     try {
       do {
         subscriber.catchUpAgain = false;
-        await this.once(subscriber, purpose);
-      } while (subscriber.catchUpAgain && !subscriber.isClosed);
+        caughtUp = await this.once(subscriber, purpose);
+      } while (caughtUp && subscriber.catchUpAgain && !subscriber.isClosed);
     } finally {
       subscriber.catchingUp = false;
-      subscriber.release();
+      // Until its start is known, a stream keeps holding live events: releasing them would move
+      // its cursor past the gap. A hold that overflows cuts the stream, and the client resumes.
+      if (caughtUp || subscriber.isClosed) subscriber.release();
     }
   }
 
-  private async once(subscriber: StreamSubscriber, purpose: CatchUpPurpose): Promise<void> {
+  /** False when the history could not be read (the stream stays held and is retried). */
+  private async once(subscriber: StreamSubscriber, purpose: CatchUpPurpose): Promise<boolean> {
     const { history, replayMax, metrics, log } = this.options;
     const requested = subscriber.cursor ?? CatchUp.startingPoint(subscriber.resumeFrom);
     // A stream that never learnt its position cannot know what it missed while the store was away.
@@ -77,9 +81,9 @@ export class CatchUp {
       if (admitted) {
         log.warn({ err: (err as Error).message, purpose, suppressedSinceLast: admitted.suppressed }, 'history read failed');
       }
-      return;
+      return false;
     }
-    if (subscriber.isClosed) return;
+    if (subscriber.isClosed) return true;
     subscriber.needsCatchUp = false;
     if (read.ok && (requested === 'invalid' || unprovable)) {
       read = { ok: false, reason: requested === 'invalid' ? 'unknown_id' : 'history_unavailable', head: read.head };
@@ -88,11 +92,11 @@ export class CatchUp {
       metrics.historyReset(read.reason);
       log.debug({ userId: subscriber.userId, reason: read.reason, requested: subscriber.resumeFrom }, 'history reset');
       subscriber.reset(read.reason, read.head);
-      return;
+      return true;
     }
     let delivered = 0;
     for (const entry of read.entries) {
-      if (subscriber.isClosed) return;
+      if (subscriber.isClosed) return true;
       const frame = this.frameFor(subscriber, entry.kind, entry.event, entry.id);
       if (frame === undefined) {
         subscriber.advanceTo(entry.id);
@@ -104,6 +108,7 @@ export class CatchUp {
     subscriber.advanceTo(read.head);
     subscriber.announceCursor();
     metrics.historyDelivered(purpose, delivered);
+    return true;
   }
 
   /** The frame this stream shows for a stored event; undefined when the stream does not carry it. */

@@ -3,7 +3,7 @@ import type { ResetReason } from '../history/history';
 import type { Subscriber } from '../registry';
 import type { StreamKind } from '../routing';
 import type { SseConnection } from '../sse/connection';
-import { encodeFrame } from '../sse/frame';
+import { encodeFrame, encodeIdOnly } from '../sse/frame';
 
 const RESET_MESSAGES: Record<ResetReason, string> = {
   history_lost: 'the event history was lost (store restarted without persistence); refetch state',
@@ -16,11 +16,6 @@ const RESET_MESSAGES: Record<ResetReason, string> = {
 export function encodeReset(reason: ResetReason, head: EventId | undefined): Buffer {
   const body = Buffer.from(JSON.stringify({ type: 'reset', reason, message: RESET_MESSAGES[reason] }));
   return encodeFrame(body, { event: 'reset', id: head === undefined ? undefined : formatEventId(head) });
-}
-
-/** An `id:` line alone moves the client's last event id without firing an event. */
-function encodeIdOnly(id: EventId): Buffer {
-  return Buffer.from(`id:${formatEventId(id)}\n\n`);
 }
 
 function sameId(a: EventId | undefined, b: EventId): boolean {
@@ -118,22 +113,41 @@ export class StreamSubscriber implements Subscriber {
     const clientHas = this.clientLastId;
     if (typeof clientHas === 'string' ? clientHas === formatEventId(cursor) : sameId(clientHas, cursor)) return;
     this.clientLastId = cursor;
-    this.connection.send(encodeIdOnly(cursor));
+    this.connection.send(encodeIdOnly(formatEventId(cursor)));
+  }
+
+  /**
+   * A live event of the user that this stream does not carry: the stream is past it too, so a
+   * resume or recovery does not count it as missed. A running catch-up owns the cursor meanwhile.
+   */
+  passOver(id: EventId): void {
+    if (this.held === null) this.moveLive(id);
+  }
+
+  /** Sends the cursor to a client whose last event id lags behind it (called when the stream idles). */
+  refreshClientId(): void {
+    if (this.held === null) this.announceCursor();
   }
 
   private write(id: EventId | undefined, frame: Buffer): boolean {
     if (id !== undefined) {
-      const cursor = this.cursor;
-      if (cursor !== undefined && id.epoch !== cursor.epoch) {
-        // The store lost its history under a live stream: what came in between is unknowable.
-        this.connection.send(encodeReset('history_lost', undefined));
-        this.onEpochChange();
-      } else if (cursor !== undefined && comparePositions(id, cursor) <= 0) {
-        return false;
-      }
-      this.cursor = id;
+      if (!this.moveLive(id)) return false;
       this.clientLastId = id;
     }
     return this.connection.send(frame);
+  }
+
+  /** Moves the cursor to a live id; false when the id is at or behind it (already delivered). */
+  private moveLive(id: EventId): boolean {
+    const cursor = this.cursor;
+    if (cursor !== undefined && id.epoch !== cursor.epoch) {
+      // The store lost its history under a live stream: what came in between is unknowable.
+      this.connection.send(encodeReset('history_lost', undefined));
+      this.onEpochChange();
+    } else if (cursor !== undefined && comparePositions(id, cursor) <= 0) {
+      return false;
+    }
+    this.cursor = id;
+    return true;
   }
 }

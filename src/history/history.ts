@@ -37,6 +37,11 @@ export interface StoredHistory {
   first: EventId | undefined;
   /** Entries at or after the requested position, oldest first, at most `limit + 2` of them. */
   fromRequested: HistoryEntry[];
+  /**
+   * Retention. A user's sequence restarts at 1 after a silence this long (its counter expired),
+   * so consecutive events of one sequence are always closer together than this.
+   */
+  ttlMs: number;
 }
 
 /**
@@ -56,7 +61,11 @@ export function planReplay(after: EventId | undefined, stored: StoredHistory, li
   const oldest = entries[0];
   if (oldest && comparePositions(oldest.id, after) === 0) {
     entries = entries.slice(1);
-  } else if (!oldest || oldest.id.seq !== (sinceOrigin ? 1 : after.seq + 1)) {
+  } else if (
+    !oldest ||
+    oldest.id.seq !== (sinceOrigin ? 1 : after.seq + 1) ||
+    (!sinceOrigin && oldest.id.ms - after.ms >= stored.ttlMs)
+  ) {
     const trimmed = stored.first === undefined || comparePositions(stored.first, after) > 0;
     return { ok: false, reason: trimmed ? 'trimmed' : 'unknown_id', head };
   }

@@ -68,6 +68,7 @@ export class MemoryHistory {
         last: user?.last,
         first: entries[0]?.id,
         fromRequested: entries.slice(start, start + limit + 2),
+        ttlMs: this.limits.ttlMs,
       },
       limit,
     );

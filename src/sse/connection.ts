@@ -94,23 +94,27 @@ export class SseConnection {
     return new Promise((resolve) => this.writableWaiters.push(resolve));
   }
 
-  /** Called periodically by the hub: heartbeats for idle streams, stall and expiry checks. */
-  tick(now: number, heartbeatMs: number): void {
-    if (this.closed) return;
+  /**
+   * Called periodically by the hub: heartbeats for idle streams, stall and expiry checks.
+   * Returns true when it sent a heartbeat (the stream is idle).
+   */
+  tick(now: number, heartbeatMs: number): boolean {
+    if (this.closed) return false;
     if (now >= this.expiresAt) {
       this.close('token_expired');
-      return;
+      return false;
     }
     if (this.backlog !== null) {
       if (now - this.congestedSince >= this.limits.stallMs) this.close('slow_consumer');
-      return;
+      return false;
     }
     if (this.wroteSinceTick) {
       this.wroteSinceTick = false;
       this.lastWriteAt = now;
     } else if (now - this.lastWriteAt >= heartbeatMs) {
-      this.send(HEARTBEAT_FRAME);
+      return this.send(HEARTBEAT_FRAME);
     }
+    return false;
   }
 
   /** Tells the client when to come back, then ends the stream (used while draining). */

@@ -64,6 +64,12 @@ export function encodeFrame(payload: Buffer, fields: FrameFields = {}): Buffer {
   return Buffer.concat(parts);
 }
 
+/** An `id:` line alone: moves the client's last event id without dispatching an event. */
+export function encodeIdOnly(id: string): Buffer {
+  assertSingleLine('id', id);
+  return Buffer.from(`id:${id}\n\n`);
+}
+
 export function encodeRetry(milliseconds: number): Buffer {
   return Buffer.from(`retry:${Math.max(0, Math.floor(milliseconds))}\n\n`);
 }

@@ -43,7 +43,7 @@ export class MemoryTransport implements Transport {
     return this.sink !== undefined && !this.closed;
   }
 
-  onResubscribed(): void {
+  onResubscribe(): void {
     // An in-process subscription is never lost.
   }
 

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import { parseEventId, type EventId } from '../history/event-id';
 import { planReplay, type HistoryEntry, type HistoryRead } from '../history/history';
 import {
@@ -21,6 +21,24 @@ export const DEFAULT_HISTORY_SETTINGS: HistorySettings = {
   historyTtlMs: DEFAULT_HISTORY_TTL_MS,
   maxEventBytes: 1024 * 1024,
 };
+
+/**
+ * For connections that publish and read history: never queue while disconnected, never
+ * resend after a reconnect (a publish that reached Redis would run twice, with two ids), and
+ * give up on a command Redis does not answer. A publish that timed out may or may not have
+ * happened; the caller is told it failed.
+ */
+export const PUBLISHER_CONNECTION_OPTIONS: Pick<
+  RedisOptions,
+  'enableOfflineQueue' | 'autoResendUnfulfilledCommands' | 'maxRetriesPerRequest' | 'commandTimeout'
+> = {
+  enableOfflineQueue: false,
+  autoResendUnfulfilledCommands: false,
+  maxRetriesPerRequest: 1,
+  commandTimeout: 3000,
+};
+
+const EPOCH_PATTERN = /^[0-9a-z]{1,32}$/;
 
 type Reply = Buffer | number | null | Reply[];
 
@@ -74,6 +92,8 @@ export class RedisEvents {
     const count = after === undefined ? 0 : limit + 2;
     const reply = (await this.fcall(HISTORY_FUNCTION, [userId, from, String(count), this.prefix])) as Reply[];
     const epoch = text(reply[0]);
+    // It goes into every id this replica writes; anything else in that key was not put there by ssehub.
+    if (!EPOCH_PATTERN.test(epoch)) throw new TransportUnavailableError(`redis: ${this.prefix}:epoch holds an invalid value`);
     const fromRequested: HistoryEntry[] = [];
     for (const raw of (reply[3] as Reply[] | null) ?? []) {
       const [streamId, fields] = raw as [Buffer, Reply[]];
@@ -95,6 +115,7 @@ export class RedisEvents {
         last: streamPosition(epoch, text(reply[1])),
         first: streamPosition(epoch, text(reply[2])),
         fromRequested,
+        ttlMs: Number(text(reply[4])) || DEFAULT_HISTORY_TTL_MS,
       },
       limit,
     );

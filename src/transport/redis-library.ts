@@ -25,7 +25,7 @@ export const DEFAULT_HISTORY_MAX = 1000;
 export const DEFAULT_HISTORY_TTL_MS = 3_600_000;
 
 export const REDIS_LIBRARY = `#!lua name=${LIBRARY_NAME}
--- ssehub history library, version 2
+-- ssehub history library, version 3
 local KINDS = { agui = true, a2a = true, system = true, analytics = true }
 local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
 
@@ -131,9 +131,19 @@ local function epoch_of(prefix)
   return epoch
 end
 
+-- A whole number within bounds, the default when unset, nil when set to anything else.
+local function setting(value, default, min, max)
+  if not value then return default end
+  local n = tonumber(value)
+  if n and n == math.floor(n) and n >= min and n <= max then return n end
+  return nil
+end
+
 local function settings(prefix)
   local cfg = redis.call('HMGET', prefix .. ':config', 'history_max', 'history_ttl_ms', 'max_event_bytes')
-  return tonumber(cfg[1]) or ${DEFAULT_HISTORY_MAX}, tonumber(cfg[2]) or ${DEFAULT_HISTORY_TTL_MS}, tonumber(cfg[3]) or 1048576
+  return setting(cfg[1], ${DEFAULT_HISTORY_MAX}, 1, 10000000),
+    setting(cfg[2], ${DEFAULT_HISTORY_TTL_MS}, 1000, 31536000000),
+    setting(cfg[3], 1048576, 64, 1073741824)
 end
 
 local function split_id(text)
@@ -151,6 +161,9 @@ local function publish(args)
     return redis.error_reply('ERR ssehub: user_id must be 1 to ${MAX_USER_ID_LENGTH} characters of valid UTF-8')
   end
   local max, ttl, max_bytes = settings(prefix)
+  if not (max and ttl and max_bytes) then
+    return redis.error_reply('ERR ssehub: ' .. prefix .. ':config holds an invalid setting')
+  end
   if event == nil or #event > max_bytes then
     return redis.error_reply('ERR ssehub: event must be at most ' .. max_bytes .. ' bytes')
   end
@@ -162,17 +175,27 @@ local function publish(args)
     return redis.error_reply('ERR ssehub: event must be a JSON object nested at most ${MAX_JSON_DEPTH} levels deep')
   end
 
-  local epoch = epoch_of(prefix)
+  -- Live delivery sends the event's own bytes, without surrounding whitespace; so does replay.
+  local first_byte = string.find(event, '[^ \\t\\r\\n]')
+  local last_byte = #event
+  while string.find(' \\t\\r\\n', string.sub(event, last_byte, last_byte), 1, true) do last_byte = last_byte - 1 end
+  event = string.sub(event, first_byte, last_byte)
+
   local history_key = prefix .. ':h:' .. user
   local last_key = prefix .. ':n:' .. user
   local now = now_ms()
   local ms, seq = now, 1
   local last = redis.call('GET', last_key)
+  local last_ms, last_seq
   if last then
-    local last_ms, last_seq = split_id(last)
+    last_ms, last_seq = split_id(last)
+    if not last_ms then return redis.error_reply('ERR ssehub: ' .. last_key .. ' holds an invalid id') end
     if last_ms > ms then ms = last_ms end
     seq = last_seq + 1
-  else
+  end
+  -- Everything that can fail is checked: from here on, every write happens or none was needed.
+  local epoch = epoch_of(prefix)
+  if not last then
     -- A history without its counter cannot be continued consistently: start over.
     redis.call('DEL', history_key)
   end
@@ -200,7 +223,7 @@ redis.register_function(
 redis.register_function('${PUBLISH_COUNTED_FUNCTION}', function(keys, args) return publish(args) end)
 
 -- args: user, from ('' for none, else <ms>-<seq>), count, prefix
--- returns: { epoch, last id or '', first id or '', entries from 'from' on (XRANGE shape) }
+-- returns: { epoch, last id or '', first id or '', entries from 'from' on (XRANGE shape), ttl ms }
 redis.register_function('${HISTORY_FUNCTION}', function(keys, args)
   local user, from, count, prefix = args[1], args[2], tonumber(args[3]), prefix_of(args[4])
   local epoch = epoch_of(prefix)
@@ -213,6 +236,7 @@ redis.register_function('${HISTORY_FUNCTION}', function(keys, args)
     if #oldest > 0 then first = oldest[1][1] end
     entries = redis.call('XRANGE', history_key, from, '+', 'COUNT', count)
   end
-  return { epoch, last, first, entries }
+  local _, ttl = settings(prefix)
+  return { epoch, last, first, entries, ttl or ${DEFAULT_HISTORY_TTL_MS} }
 end)
 `;

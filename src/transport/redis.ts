@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import type { EventId } from '../history/event-id';
 import type { HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
-import { RedisEvents, type HistorySettings } from './redis-events';
-import type { MessageSink, Published, Transport } from './transport';
+import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type HistorySettings } from './redis-events';
+import type { MessageSink, Published, ResubscribeListener, Transport } from './transport';
 
 export interface RedisTransportOptions {
   url: string;
@@ -43,7 +43,7 @@ export class RedisTransport implements Transport {
   private readonly subscriber: Redis;
   private readonly events: RedisEvents;
   private readonly log: Logger;
-  private readonly resubscribedListeners: Array<() => void> = [];
+  private readonly resubscribeListeners: ResubscribeListener[] = [];
   private sink: MessageSink | undefined;
   private listening = false;
   private subscribedBefore = false;
@@ -56,8 +56,7 @@ export class RedisTransport implements Transport {
     this.channelPrefixLength = Buffer.byteLength(options.channelPrefix) + 1;
     this.publisher = new Redis(options.url, {
       connectionName: 'ssehub-publisher',
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
+      ...PUBLISHER_CONNECTION_OPTIONS,
       retryStrategy: reconnectDelay,
       lazyConnect: true,
     });
@@ -91,7 +90,10 @@ export class RedisTransport implements Transport {
     this.publisher.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis publisher not connected yet'));
     this.subscriber.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis subscriber not connected yet'));
     const interval = this.options.livenessIntervalMs ?? 5000;
-    this.livenessTimer = setInterval(() => void this.probe(interval), interval);
+    this.livenessTimer = setInterval(() => {
+      void this.probe(interval);
+      void this.probePublisher();
+    }, interval);
     this.livenessTimer.unref();
   }
 
@@ -122,8 +124,8 @@ export class RedisTransport implements Transport {
     return this.listening;
   }
 
-  onResubscribed(listener: () => void): void {
-    this.resubscribedListeners.push(listener);
+  onResubscribe(listener: ResubscribeListener): void {
+    this.resubscribeListeners.push(listener);
   }
 
   async close(): Promise<void> {
@@ -136,6 +138,8 @@ export class RedisTransport implements Transport {
   }
 
   private async subscribe(): Promise<void> {
+    // Messages may arrive in the same read as the PSUBSCRIBE reply, before the await below returns.
+    if (this.subscribedBefore) for (const listener of this.resubscribeListeners) listener.resubscribing();
     try {
       await this.subscriber.psubscribe(this.pattern);
     } catch (err) {
@@ -145,7 +149,7 @@ export class RedisTransport implements Transport {
     }
     this.listening = true;
     this.log.info({ pattern: this.pattern }, 'listening for events');
-    if (this.subscribedBefore) for (const listener of this.resubscribedListeners) listener();
+    if (this.subscribedBefore) for (const listener of this.resubscribeListeners) listener.resubscribed();
     this.subscribedBefore = true;
   }
 
@@ -153,6 +157,22 @@ export class RedisTransport implements Transport {
     if (this.closing) return;
     if (this.listening) this.log.warn({ why }, 'redis subscription lost; reconnecting');
     this.listening = false;
+  }
+
+  /**
+   * Commands on a half-open publisher connection time out (commandTimeout) but the socket would
+   * stay; a failed PING replaces it, so publishing recovers as soon as Redis answers again.
+   */
+  private async probePublisher(): Promise<void> {
+    if (this.closing || this.publisher.status !== 'ready') return;
+    try {
+      await this.publisher.ping();
+    } catch {
+      if (!this.closing && this.publisher.status === 'ready') {
+        this.log.warn('redis publisher did not answer PING; reconnecting');
+        this.publisher.disconnect(true);
+      }
+    }
   }
 
   /**

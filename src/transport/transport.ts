@@ -31,9 +31,18 @@ export interface Transport extends HistorySource {
   publish(kind: EventKind, userId: string, event: Buffer): Promise<Published>;
   /** True while messages published now will reach this replica. */
   isListening(): boolean;
-  /** Called after the subscription comes back from a loss (not on the first start). */
-  onResubscribed(listener: () => void): void;
+  /**
+   * Follows the subscription coming back from a loss (not the first start): `resubscribing`
+   * runs just before the subscription is re-established, while nothing can have arrived yet;
+   * `resubscribed` once messages flow again.
+   */
+  onResubscribe(listener: ResubscribeListener): void;
   close(): Promise<void>;
+}
+
+export interface ResubscribeListener {
+  resubscribing(): void;
+  resubscribed(): void;
 }
 
 export class TransportUnavailableError extends Error {

@@ -14,7 +14,7 @@ function stored(first: number, last: number, from?: EventId, limit = 100): Store
   const all = [];
   for (let seq = first; seq <= last; seq++) all.push(entry(1000 + seq, seq));
   const fromRequested = from ? all.filter((e) => comparePositions(e.id, from) >= 0).slice(0, limit + 2) : [];
-  return { epoch: 'e1', last: last > 0 ? id(1000 + last, last) : undefined, first: all[0]?.id, fromRequested };
+  return { epoch: 'e1', last: last > 0 ? id(1000 + last, last) : undefined, first: all[0]?.id, fromRequested, ttlMs: 3_600_000 };
 }
 
 describe('event ids', () => {
@@ -49,6 +49,14 @@ describe('planReplay', () => {
     const from = id(1002, 2);
     const read = planReplay(from, stored(3, 5, from), 10);
     expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([3, 4, 5]);
+  });
+
+  it('does not mistake a sequence that restarted after a silence for the continuation', () => {
+    // The client saw seq 2 long ago; the user's counter expired and a new sequence reached seq 3.
+    const from = id(1002, 2);
+    const restarted = { ...stored(3, 5, from), ttlMs: 1000 };
+    restarted.fromRequested = [entry(5000, 3), entry(5001, 4)];
+    expect(planReplay(from, restarted, 10)).toMatchObject({ ok: false, reason: 'trimmed' });
   });
 
   it('resets when events after the requested id were trimmed', () => {
