@@ -31,7 +31,7 @@ const RECOVERY_CONCURRENCY = 32;
 /** How often streams whose history read failed are retried while the transport is up. */
 const CATCH_UP_RETRY_MS = 1000;
 /** Ids from further ahead of this replica's clock are not the store's: they would silence later events. */
-const MAX_ID_CLOCK_LEAD_MS = 5 * 60_000;
+const MAX_ID_CLOCK_LEAD_MS = 60 * 60_000;
 
 /**
  * Local fan-out: takes envelopes from the transport, routes them by kind and writes one
@@ -44,6 +44,8 @@ export class Hub {
   private ticker: NodeJS.Timeout | undefined;
   private lastCatchUpRetry = 0;
   private retryingCatchUps = false;
+  /** Between the transport announcing a (re)subscription and the recovery that follows it. */
+  private awaitingRecovery = false;
   private readonly rejectLogLimiter = new LogRateLimiter();
   private readonly catchUp: CatchUp;
 
@@ -152,6 +154,7 @@ export class Hub {
     const subscriber = new StreamSubscriber(connection, stream, lastEventId, this.options.outbound.maxEvents, () =>
       this.metrics.historyReset('history_lost'),
     );
+    subscriber.awaitingRecovery = this.awaitingRecovery;
     this.registry.add(stream, subscriber);
     connection.open();
     this.log.debug({ connectionId: connection.id, stream, resumeFrom: lastEventId }, 'stream opened');
@@ -161,7 +164,11 @@ export class Hub {
 
   /** Before the transport resubscribes: live events wait until each stream has caught up. */
   holdAll(): void {
-    for (const subscriber of this.registry.all()) subscriber.hold();
+    this.awaitingRecovery = true;
+    for (const subscriber of this.registry.all()) {
+      subscriber.awaitingRecovery = true;
+      subscriber.hold();
+    }
   }
 
   /**
@@ -170,6 +177,8 @@ export class Hub {
    */
   recover(): void {
     this.holdAll();
+    this.awaitingRecovery = false;
+    for (const subscriber of this.registry.all()) subscriber.awaitingRecovery = false;
     this.catchUpAll([...this.registry.all()], 'recover').catch((err: unknown) => this.catchUpCrashed(err));
   }
 

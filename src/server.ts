@@ -70,10 +70,11 @@ export class HubServer {
     );
     this.hub = hub;
     this.publisher = Publisher.forTransport(transport, config.maxEventBytes);
-    this.transport.onResubscribe({
-      resubscribing: () => hub.holdAll(),
-      resubscribed: () => {
-        this.metrics.resubscribed();
+    // Streams opened before the first subscription need the same catch-up as after a loss.
+    this.transport.onSubscribe({
+      subscribing: () => hub.holdAll(),
+      subscribed: (again) => {
+        if (again) this.metrics.resubscribed();
         hub.recover();
       },
     });

@@ -61,7 +61,7 @@ export class CatchUp {
       subscriber.catchingUp = false;
       // Until its start is known, a stream keeps holding live events: releasing them would move
       // its cursor past the gap. A hold that overflows cuts the stream, and the client resumes.
-      if (caughtUp || subscriber.isClosed) subscriber.release();
+      if (subscriber.isClosed || (caughtUp && !subscriber.awaitingRecovery)) subscriber.release();
     }
   }
 

@@ -39,6 +39,8 @@ export class StreamSubscriber implements Subscriber {
   needsCatchUp = false;
   catchingUp = false;
   catchUpAgain = false;
+  /** Set while the transport resubscribes: a catch-up that ends then must keep holding for the recovery. */
+  awaitingRecovery = false;
   private held: HeldFrame[] | null = null;
   /** What the client's EventSource holds as its last event id: as it sent it, or as last written. */
   private clientLastId: EventId | string | undefined;

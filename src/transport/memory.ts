@@ -43,8 +43,8 @@ export class MemoryTransport implements Transport {
     return this.sink !== undefined && !this.closed;
   }
 
-  onResubscribe(): void {
-    // An in-process subscription is never lost.
+  onSubscribe(): void {
+    // An in-process subscription exists from start() on and is never lost.
   }
 
   async close(): Promise<void> {

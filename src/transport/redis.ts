@@ -4,7 +4,7 @@ import type { EventId } from '../history/event-id';
 import type { HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
 import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type HistorySettings } from './redis-events';
-import type { MessageSink, Published, ResubscribeListener, Transport } from './transport';
+import type { MessageSink, Published, SubscriptionListener, Transport } from './transport';
 
 export interface RedisTransportOptions {
   url: string;
@@ -16,8 +16,10 @@ export interface RedisTransportOptions {
   livenessIntervalMs?: number;
 }
 
-/** How long a history read waits for the publisher connection to come back before failing. */
+/** How long a history read waits for its connection to come back before failing. */
 const READ_WAIT_MS = 2000;
+/** A replay of a thousand large events takes a while; a black-holed connection still fails in time. */
+const HISTORY_READ_TIMEOUT_MS = 30_000;
 
 function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (char) => `\\${char}`);
@@ -40,10 +42,13 @@ export class RedisTransport implements Transport {
   private readonly pattern: string;
   private readonly channelPrefixLength: number;
   private readonly publisher: Redis;
+  /** Replays can be large; they get their own connection so publishes never queue behind them. */
+  private readonly historyReader: Redis;
+  private readonly history: RedisEvents;
   private readonly subscriber: Redis;
   private readonly events: RedisEvents;
   private readonly log: Logger;
-  private readonly resubscribeListeners: ResubscribeListener[] = [];
+  private readonly subscriptionListeners: SubscriptionListener[] = [];
   private sink: MessageSink | undefined;
   private listening = false;
   private subscribedBefore = false;
@@ -69,8 +74,18 @@ export class RedisTransport implements Transport {
       retryStrategy: reconnectDelay,
       lazyConnect: true,
     });
+    this.historyReader = new Redis(options.url, {
+      connectionName: 'ssehub-history',
+      ...PUBLISHER_CONNECTION_OPTIONS,
+      commandTimeout: HISTORY_READ_TIMEOUT_MS,
+      retryStrategy: reconnectDelay,
+      lazyConnect: true,
+    });
+    this.historyReader.setMaxListeners(0);
     this.events = new RedisEvents(this.publisher, options.channelPrefix, options.history);
+    this.history = new RedisEvents(this.historyReader, options.channelPrefix, options.history);
     this.publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis publisher error'));
+    this.historyReader.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis history reader error'));
     this.publisher.on('ready', () => {
       this.events
         .prepare()
@@ -88,11 +103,13 @@ export class RedisTransport implements Transport {
     this.sink = sink;
     // Connection failures are retried in the background; readiness reports them meanwhile.
     this.publisher.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis publisher not connected yet'));
+    this.historyReader.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis history reader not connected yet'));
     this.subscriber.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis subscriber not connected yet'));
     const interval = this.options.livenessIntervalMs ?? 5000;
     this.livenessTimer = setInterval(() => {
       void this.probe(interval);
-      void this.probePublisher();
+      void this.probeCommandConnection(this.publisher, 'publisher');
+      void this.probeCommandConnection(this.historyReader, 'history reader');
     }, interval);
     this.livenessTimer.unref();
   }
@@ -102,21 +119,21 @@ export class RedisTransport implements Transport {
   }
 
   async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
-    // After an outage the subscriber may be back before the publisher connection it reads through.
-    await this.publisherReady(READ_WAIT_MS);
-    return this.events.readHistory(userId, after, limit);
+    // After an outage the subscriber may be back before the connection history is read through.
+    await this.historyReaderReady(READ_WAIT_MS);
+    return this.history.readHistory(userId, after, limit);
   }
 
-  private publisherReady(timeoutMs: number): Promise<void> {
-    if (this.publisher.status === 'ready' || this.closing) return Promise.resolve();
+  private historyReaderReady(timeoutMs: number): Promise<void> {
+    if (this.historyReader.status === 'ready' || this.closing) return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        this.publisher.off('ready', done);
+        this.historyReader.off('ready', done);
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
-      this.publisher.once('ready', done);
+      this.historyReader.once('ready', done);
     });
   }
 
@@ -124,22 +141,23 @@ export class RedisTransport implements Transport {
     return this.listening;
   }
 
-  onResubscribe(listener: ResubscribeListener): void {
-    this.resubscribeListeners.push(listener);
+  onSubscribe(listener: SubscriptionListener): void {
+    this.subscriptionListeners.push(listener);
   }
 
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.livenessTimer);
     this.listening = false;
-    await Promise.allSettled([this.subscriber.quit(), this.publisher.quit()]);
+    await Promise.allSettled([this.subscriber.quit(), this.publisher.quit(), this.historyReader.quit()]);
+    this.historyReader.disconnect();
     this.subscriber.disconnect();
     this.publisher.disconnect();
   }
 
   private async subscribe(): Promise<void> {
     // Messages may arrive in the same read as the PSUBSCRIBE reply, before the await below returns.
-    if (this.subscribedBefore) for (const listener of this.resubscribeListeners) listener.resubscribing();
+    for (const listener of this.subscriptionListeners) listener.subscribing();
     try {
       await this.subscriber.psubscribe(this.pattern);
     } catch (err) {
@@ -149,8 +167,9 @@ export class RedisTransport implements Transport {
     }
     this.listening = true;
     this.log.info({ pattern: this.pattern }, 'listening for events');
-    if (this.subscribedBefore) for (const listener of this.resubscribeListeners) listener.resubscribed();
+    const again = this.subscribedBefore;
     this.subscribedBefore = true;
+    for (const listener of this.subscriptionListeners) listener.subscribed(again);
   }
 
   private markDown(why: string): void {
@@ -160,17 +179,17 @@ export class RedisTransport implements Transport {
   }
 
   /**
-   * Commands on a half-open publisher connection time out (commandTimeout) but the socket would
-   * stay; a failed PING replaces it, so publishing recovers as soon as Redis answers again.
+   * Commands on a half-open connection time out (commandTimeout) but the socket would stay; a
+   * failed PING replaces it, so publishing and replays recover as soon as Redis answers again.
    */
-  private async probePublisher(): Promise<void> {
-    if (this.closing || this.publisher.status !== 'ready') return;
+  private async probeCommandConnection(connection: Redis, role: string): Promise<void> {
+    if (this.closing || connection.status !== 'ready') return;
     try {
-      await this.publisher.ping();
+      await connection.ping();
     } catch {
-      if (!this.closing && this.publisher.status === 'ready') {
-        this.log.warn('redis publisher did not answer PING; reconnecting');
-        this.publisher.disconnect(true);
+      if (!this.closing && connection.status === 'ready') {
+        this.log.warn({ role }, 'redis connection did not answer PING; reconnecting');
+        connection.disconnect(true);
       }
     }
   }

@@ -32,17 +32,17 @@ export interface Transport extends HistorySource {
   /** True while messages published now will reach this replica. */
   isListening(): boolean;
   /**
-   * Follows the subscription coming back from a loss (not the first start): `resubscribing`
-   * runs just before the subscription is re-established, while nothing can have arrived yet;
-   * `resubscribed` once messages flow again.
+   * Follows every (re)establishment of the subscription, the first one included: `subscribing`
+   * runs just before it, while nothing can have arrived yet; `subscribed` once messages flow.
    */
-  onResubscribe(listener: ResubscribeListener): void;
+  onSubscribe(listener: SubscriptionListener): void;
   close(): Promise<void>;
 }
 
-export interface ResubscribeListener {
-  resubscribing(): void;
-  resubscribed(): void;
+export interface SubscriptionListener {
+  subscribing(): void;
+  /** `again` is false for the first subscription of this transport. */
+  subscribed(again: boolean): void;
 }
 
 export class TransportUnavailableError extends Error {
