@@ -51,17 +51,25 @@ export class CatchUp {
     }
     subscriber.catchingUp = true;
     subscriber.hold();
-    let caughtUp = false;
+    const anotherCatchUpDue = (): boolean => subscriber.catchUpAgain || subscriber.awaitingRecovery;
     try {
-      do {
+      for (;;) {
         subscriber.catchUpAgain = false;
-        caughtUp = await this.once(subscriber, purpose);
-      } while (caughtUp && subscriber.catchUpAgain && !subscriber.isClosed);
+        const caughtUp = await this.once(subscriber, purpose);
+        if (subscriber.isClosed) {
+          subscriber.release();
+          return;
+        }
+        // Until its start is known, a stream keeps holding live events: releasing them would move
+        // its cursor past the gap. A hold that overflows cuts the stream, and the client resumes.
+        // While the transport resubscribes, the recovery that follows takes over the hold.
+        if (!caughtUp || subscriber.awaitingRecovery) return;
+        if (subscriber.catchUpAgain) continue;
+        await subscriber.releasePaced(anotherCatchUpDue);
+        if (!subscriber.catchUpAgain) return;
+      }
     } finally {
       subscriber.catchingUp = false;
-      // Until its start is known, a stream keeps holding live events: releasing them would move
-      // its cursor past the gap. A hold that overflows cuts the stream, and the client resumes.
-      if (subscriber.isClosed || (caughtUp && !subscriber.awaitingRecovery)) subscriber.release();
     }
   }
 

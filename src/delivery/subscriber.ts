@@ -84,10 +84,34 @@ export class StreamSubscriber implements Subscriber {
     this.held ??= [];
   }
 
+  /** Lets held frames go at once (the stream is closing, or nothing is queued behind them). */
   release(): void {
     const held = this.held;
     this.held = null;
     if (held) for (const { id, frame } of held) this.write(id, frame);
+  }
+
+  /**
+   * Lets held frames go at the pace the socket takes them, so a client that just took a replay
+   * is not cut as slow for the burst that waited behind it; frames arriving meanwhile queue
+   * behind. Stops early, still holding, when `stop()` says another catch-up needs the hold.
+   */
+  async releasePaced(stop: () => boolean): Promise<void> {
+    while (this.held !== null && this.held.length > 0) {
+      const batch = this.held;
+      this.held = [];
+      for (let i = 0; i < batch.length; i++) {
+        if (this.isClosed) return;
+        if (stop()) {
+          this.held = batch.slice(i).concat(this.held);
+          return;
+        }
+        await this.connection.whenWritable();
+        const { id, frame } = batch[i] as HeldFrame;
+        this.write(id, frame);
+      }
+    }
+    if (!stop()) this.held = null;
   }
 
   /** Writes a replayed frame, dropping it if already delivered. */
