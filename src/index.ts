@@ -3,7 +3,7 @@ export { HubServer, type HubServerOptions } from './server';
 export { createLogger } from './log';
 export { EVENT_KINDS, STREAM_KINDS, type EventKind, type StreamKind } from './routing';
 export type { Transport, MessageSink, Published } from './transport/transport';
-export { TransportUnavailableError, EventRejectedError } from './transport/transport';
+export { TransportUnavailableError, PublishOutcomeUnknownError, EventRejectedError } from './transport/transport';
 export { MemoryTransport } from './transport/memory';
 export { RedisTransport, type RedisTransportOptions } from './transport/redis';
 export { Publisher, type RedisPublisherOptions, type PublishTarget } from './publisher';

@@ -5,7 +5,12 @@ import { authenticate } from './authenticate';
 import { readBody } from './read-body';
 import { ROLE_SERVICE } from '../auth/verifier';
 import { isEventKind } from '../routing';
-import { EventRejectedError, TransportUnavailableError, type Published } from '../transport/transport';
+import {
+  EventRejectedError,
+  PublishOutcomeUnknownError,
+  TransportUnavailableError,
+  type Published,
+} from '../transport/transport';
 import { parseWebhookBody } from '../wire/envelope';
 
 /**
@@ -33,6 +38,9 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
       published = await transport.publish(kind, parsed.userId, parsed.event);
     } catch (err) {
       metrics.publishResult(kind, false);
+      if (err instanceof PublishOutcomeUnknownError) {
+        throw new HttpError(504, 'the event transport did not answer; the event may or may not have been published');
+      }
       if (err instanceof TransportUnavailableError) {
         throw new HttpError(503, 'event transport unavailable; the event was not published', { 'Retry-After': '1' });
       }

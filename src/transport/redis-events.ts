@@ -8,7 +8,7 @@ import {
   DEFAULT_HISTORY_MAX,
   DEFAULT_HISTORY_TTL_MS,
 } from './redis-library';
-import { EventRejectedError, TransportUnavailableError, type Published } from './transport';
+import { EventRejectedError, PublishOutcomeUnknownError, TransportUnavailableError, type Published } from './transport';
 
 export interface HistorySettings {
   historyMax: number;
@@ -54,6 +54,10 @@ function streamPosition(epoch: string, streamId: string): EventId | undefined {
 function classify(err: unknown): Error {
   const message = (err as Error).message ?? String(err);
   if (message.startsWith('ERR ssehub:')) return new EventRejectedError(message.slice('ERR ssehub: '.length));
+  // Sent, but unanswered: unlike a refusal to send while disconnected, Redis may have run it.
+  if (/timed out|Connection is closed/i.test(message)) {
+    return new PublishOutcomeUnknownError(`redis: ${message}`, { cause: err });
+  }
   return new TransportUnavailableError(`redis: ${message}`, { cause: err });
 }
 

@@ -52,6 +52,17 @@ export class TransportUnavailableError extends Error {
   }
 }
 
+/**
+ * The request reached the store but no answer came back (timeout, connection lost mid-call):
+ * the event may have been published. Retrying may deliver it twice, under two ids.
+ */
+export class PublishOutcomeUnknownError extends TransportUnavailableError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PublishOutcomeUnknownError';
+  }
+}
+
 /** The store refused the event itself (size, shape); retrying will not help. */
 export class EventRejectedError extends Error {
   constructor(message: string) {

@@ -16,15 +16,27 @@ export async function freePort(): Promise<number> {
   });
 }
 
+export interface OwnRedisOptions {
+  /**
+   * 'none' (the default): nothing survives a restart. 'aof': every write is appended and
+   * fsynced before it is acknowledged (`--appendonly yes --appendfsync always`), in the same
+   * directory across restarts, so a SIGKILL loses nothing that was acknowledged.
+   */
+  persistence?: 'none' | 'aof';
+}
+
 /** A private redis-server on a free port, for tests that stop and restart it. */
 export class OwnRedis {
   private child: ChildProcess | undefined;
   readonly dir = mkdtempSync(join(tmpdir(), 'ssehub-redis-'));
 
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    readonly persistence: 'none' | 'aof',
+  ) {}
 
-  static async start(): Promise<OwnRedis> {
-    const redis = new OwnRedis(await freePort());
+  static async start(options: OwnRedisOptions = {}): Promise<OwnRedis> {
+    const redis = new OwnRedis(await freePort(), options.persistence ?? 'none');
     await redis.restart();
     return redis;
   }
@@ -33,13 +45,17 @@ export class OwnRedis {
     return `redis://127.0.0.1:${this.port}`;
   }
 
+  /** Starts the server (again) on the same port and directory; with AOF it reloads what it had. */
   async restart(): Promise<void> {
+    const persistenceArgs =
+      this.persistence === 'aof' ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
     this.child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', ...persistenceArgs, '--dir', this.dir],
       { stdio: 'ignore' },
     );
-    const deadline = Date.now() + 5000;
+    // PING answers -LOADING until the AOF is replayed, so this also waits for the data to be back.
+    const deadline = Date.now() + (this.persistence === 'aof' ? 10_000 : 5000);
     for (;;) {
       const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       try {
@@ -57,7 +73,8 @@ export class OwnRedis {
 
   async stop(): Promise<void> {
     const child = this.child;
-    if (!child || child.exitCode !== null) return;
+    // A SIGKILLed child has a signalCode and no exitCode; waiting for its 'exit' again would hang.
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       child.once('exit', () => resolve());
       child.kill('SIGKILL');
