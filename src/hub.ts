@@ -8,9 +8,9 @@ import type { HistorySource } from './history/history';
 import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
-import { STREAM_KINDS, isEventKind, routesFor, type EventKind, type StreamKind } from './routing';
+import { isEventKind, routesFor, streamsNotCarrying, type EventKind, type StreamKind } from './routing';
 import { SseConnection, type OutboundLimits } from './sse/connection';
-import { encodeFrame, wrapWithProtocol } from './sse/frame';
+import { encodeEventFrame } from './sse/frame';
 import { parseEnvelope, type Rejected } from './wire/envelope';
 
 export interface HubOptions {
@@ -97,18 +97,16 @@ export class Hub {
     }
     this.metrics.eventReceived(kind);
     const fields = id === undefined ? {} : { id: formatEventId(id) };
-    const routes = routesFor(kind);
-    for (const route of routes) {
+    for (const route of routesFor(kind)) {
       const subscribers = this.registry.subscribers(route.stream, parsed.userId);
       if (subscribers === undefined) continue;
-      const frame = encodeFrame(route.wrapWithProtocol ? wrapWithProtocol(kind, parsed.event) : parsed.event, fields);
+      const frame = encodeEventFrame(kind, route.wrapWithProtocol, parsed.event, fields);
       let written = 0;
       for (const subscriber of subscribers) if (subscriber.deliver(id, frame)) written++;
       this.metrics.delivered(route.stream, written);
     }
     if (id !== undefined) {
-      for (const stream of STREAM_KINDS) {
-        if (routes.some((route) => route.stream === stream)) continue;
+      for (const stream of streamsNotCarrying(kind)) {
         const others = this.registry.subscribers(stream, parsed.userId);
         if (others !== undefined) for (const subscriber of others) subscriber.passOver(id);
       }

@@ -25,8 +25,23 @@ const ROUTES: Record<EventKind, readonly Route[]> = {
   analytics: [{ stream: 'analytics', wrapWithProtocol: false }],
 };
 
+const streamsMissing = (kind: EventKind): StreamKind[] =>
+  STREAM_KINDS.filter((stream) => !ROUTES[kind].some((route) => route.stream === stream));
+
+const STREAMS_NOT_CARRYING: Record<EventKind, readonly StreamKind[]> = {
+  agui: streamsMissing('agui'),
+  a2a: streamsMissing('a2a'),
+  system: streamsMissing('system'),
+  analytics: streamsMissing('analytics'),
+};
+
 export function routesFor(kind: EventKind): readonly Route[] {
   return ROUTES[kind];
+}
+
+/** Streams that never show events of `kind` (their cursors still move past them). */
+export function streamsNotCarrying(kind: EventKind): readonly StreamKind[] {
+  return STREAMS_NOT_CARRYING[kind];
 }
 
 export function isEventKind(value: string): value is EventKind {

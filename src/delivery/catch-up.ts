@@ -3,7 +3,7 @@ import { LogRateLimiter } from '../log';
 import { formatEventId, parseEventId, type EventId } from '../history/event-id';
 import type { HistoryRead, HistorySource, ResetReason } from '../history/history';
 import { isEventKind, routesFor } from '../routing';
-import { encodeFrame, wrapWithProtocol } from '../sse/frame';
+import { encodeEventFrame } from '../sse/frame';
 import { validateEvent, type RejectReason } from '../wire/envelope';
 import type { StreamSubscriber } from './subscriber';
 
@@ -56,10 +56,8 @@ export class CatchUp {
       for (;;) {
         subscriber.catchUpAgain = false;
         const caughtUp = await this.once(subscriber, purpose);
-        if (subscriber.isClosed) {
-          subscriber.release();
-          return;
-        }
+        // A closed stream's held frames go nowhere; they are dropped with it.
+        if (subscriber.isClosed) return;
         // Until its start is known, a stream keeps holding live events: releasing them would move
         // its cursor past the gap. A hold that overflows cuts the stream, and the client resumes.
         // While the transport resubscribes, the recovery that follows takes over the hold.
@@ -129,6 +127,6 @@ export class CatchUp {
       this.options.metrics.eventRejected(problem.reason);
       return undefined;
     }
-    return encodeFrame(route.wrapWithProtocol ? wrapWithProtocol(kind, event) : event, { id: formatEventId(id) });
+    return encodeEventFrame(kind, route.wrapWithProtocol, event, { id: formatEventId(id) });
   }
 }

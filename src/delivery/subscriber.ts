@@ -84,13 +84,6 @@ export class StreamSubscriber implements Subscriber {
     this.held ??= [];
   }
 
-  /** Lets held frames go at once (the stream is closing, or nothing is queued behind them). */
-  release(): void {
-    const held = this.held;
-    this.held = null;
-    if (held) for (const { id, frame } of held) this.write(id, frame);
-  }
-
   /**
    * Lets held frames go at the pace the socket takes them, so a client that just took a replay
    * is not cut as slow for the burst that waited behind it; frames arriving meanwhile queue

@@ -25,11 +25,7 @@ export class MemoryHistory {
   constructor(private readonly limits: HistoryLimits) {}
 
   append(userId: string, kind: string, event: Buffer, now = Date.now()): EventId {
-    let user = this.users.get(userId);
-    if (user && now - user.last.ms >= this.limits.ttlMs) {
-      this.users.delete(userId);
-      user = undefined;
-    }
+    let user = this.retained(userId, now);
     const id: EventId = user
       ? { epoch: this.epoch, ms: Math.max(now, user.last.ms), seq: user.last.seq + 1 }
       : { epoch: this.epoch, ms: now, seq: 1 };
@@ -44,11 +40,7 @@ export class MemoryHistory {
   }
 
   read(userId: string, after: EventId | undefined, limit: number, now = Date.now()): HistoryRead {
-    let user = this.users.get(userId);
-    if (user && now - user.last.ms >= this.limits.ttlMs) {
-      this.users.delete(userId);
-      user = undefined;
-    }
+    const user = this.retained(userId, now);
     if (user) this.trim(user, now);
     const entries = user?.entries ?? [];
     let start = entries.length;
@@ -77,6 +69,16 @@ export class MemoryHistory {
   /** Drops users whose newest event is past retention; called periodically. */
   sweep(now = Date.now()): void {
     for (const [userId, user] of this.users) if (now - user.last.ms >= this.limits.ttlMs) this.users.delete(userId);
+  }
+
+  /** The user's history, unless it expired (the user was silent for the whole retention). */
+  private retained(userId: string, now: number): UserHistory | undefined {
+    const user = this.users.get(userId);
+    if (user && now - user.last.ms >= this.limits.ttlMs) {
+      this.users.delete(userId);
+      return undefined;
+    }
+    return user;
   }
 
   private trim(user: UserHistory, now: number): void {

@@ -74,6 +74,11 @@ export function encodeRetry(milliseconds: number): Buffer {
   return Buffer.from(`retry:${Math.max(0, Math.floor(milliseconds))}\n\n`);
 }
 
+/** An event as a stream shows it: wrapped with its kind where the stream tags protocols. */
+export function encodeEventFrame(kind: string, wrap: boolean, event: Buffer, fields: FrameFields = {}): Buffer {
+  return encodeFrame(wrap ? wrapWithProtocol(kind, event) : event, fields);
+}
+
 const PROTOCOL_PREFIXES = new Map<string, Buffer>();
 
 /** `{"protocol":"<kind>","event":<event>}` around the publisher's bytes, as the contexts stream sends it. */

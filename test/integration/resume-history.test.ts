@@ -156,24 +156,33 @@ function summaryLine(title: string, fields: Record<string, unknown>): string {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('Redis with AOF restarted under two live hubs and a steady publisher', () => {
-  let redis: OwnRedis;
-  let hubs: [HubProcess, HubProcess];
-  const prefix = uniquePrefix();
+interface TwoHubs {
+  redis: OwnRedis;
+  hubs: [HubProcess, HubProcess];
+  prefix: string;
+}
 
+/** Two hubs on a private Redis that the tests stop and restart; up for the enclosing describe. */
+function twoHubsOnOwnRedis(options?: Parameters<typeof OwnRedis.start>[0]): TwoHubs {
+  const setup = { prefix: uniquePrefix() } as TwoHubs;
   beforeAll(async () => {
-    redis = await OwnRedis.start({ persistence: 'aof' });
-    const env = { REDIS_URL: redis.url, SSEHUB_CHANNEL_PREFIX: prefix };
-    hubs = (await Promise.all([startReadyHub(env), startReadyHub(env)])) as [HubProcess, HubProcess];
+    setup.redis = await OwnRedis.start(options);
+    const env = { REDIS_URL: setup.redis.url, SSEHUB_CHANNEL_PREFIX: setup.prefix };
+    setup.hubs = (await Promise.all([startReadyHub(env), startReadyHub(env)])) as [HubProcess, HubProcess];
   }, 30_000);
-
   afterAll(async () => {
-    await Promise.all((hubs ?? []).map((hub) => hub.stop()));
-    await redis?.destroy();
+    await Promise.all((setup.hubs ?? []).map((hub) => hub.stop()));
+    await setup.redis?.destroy();
   });
+  return setup;
+}
+
+describe('Redis with AOF restarted under two live hubs and a steady publisher', () => {
+  const setup = twoHubsOnOwnRedis({ persistence: 'aof' });
+  const { prefix } = setup;
 
   it('loses nothing and duplicates nothing: every acknowledged event reaches every open stream once, in order, without a reset', async () => {
-    const [a, b] = hubs;
+    const [a, b] = setup.hubs;
     const hubByName = { A: a, B: b } as const;
     const users = [uid('u1'), uid('u2'), uid('u3')] as const;
     const [u1, u2, u3] = users;
@@ -196,7 +205,7 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
     for (const client of clients) expect(client.conn.lastEventId()).toMatch(/^[0-9a-z]+:0-0$/);
 
     const service = await mintToken('svc', { roles: ['service'] });
-    const direct = await strictClient(redis.url);
+    const direct = await strictClient(setup.redis.url);
 
     interface Attempt {
       n: number;
@@ -260,7 +269,7 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
       await until(() => ok().length >= 30, 20_000, '30 publishes before the outage');
 
       const killedAt = Date.now();
-      await redis.stop();
+      await setup.redis.stop();
       const deadAt = Date.now();
       await until(async () => !(await isReady(a)) && !(await isReady(b)), 15_000, 'both hubs to report the outage');
       await until(
@@ -270,7 +279,7 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
       );
 
       const restartedAt = Date.now();
-      await redis.restart();
+      await setup.redis.restart();
       const redisBackAt = Date.now();
       await until(async () => (await isReady(a)) && (await isReady(b)), 20_000, 'both hubs to resubscribe');
       const readyAt = Date.now();
@@ -427,23 +436,11 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
 // ---------------------------------------------------------------------------------------------
 
 describe('Redis without persistence restarted under two live hubs', () => {
-  let redis: OwnRedis;
-  let hubs: [HubProcess, HubProcess];
-  const prefix = uniquePrefix();
-
-  beforeAll(async () => {
-    redis = await OwnRedis.start();
-    const env = { REDIS_URL: redis.url, SSEHUB_CHANNEL_PREFIX: prefix };
-    hubs = (await Promise.all([startReadyHub(env), startReadyHub(env)])) as [HubProcess, HubProcess];
-  }, 30_000);
-
-  afterAll(async () => {
-    await Promise.all((hubs ?? []).map((hub) => hub.stop()));
-    await redis?.destroy();
-  });
+  const setup = twoHubsOnOwnRedis();
+  const { prefix } = setup;
 
   it('tells every open stream once that the history was lost, then goes on live; an old id also earns history_lost', async () => {
-    const [a, b] = hubs;
+    const [a, b] = setup.hubs;
     const user = uid('w');
     const service = await mintToken('svc', { roles: ['service'] });
     const streams = {
@@ -460,7 +457,7 @@ describe('Redis without persistence restarted under two live hubs', () => {
     for (const stream of Object.values(streams)) await stream.waitForEvents(3, 15_000);
     const oldEpoch = parseId(pre[2]).epoch;
 
-    await redis.stop();
+    await setup.redis.stop();
     await until(async () => !(await isReady(a)) && !(await isReady(b)), 15_000, 'both hubs to report the outage');
     // A stream opened during the outage cannot learn its position; it is told so once the store is back.
     const failuresBefore = await metricValue(b, 'ssehub_history_read_failures_total');
@@ -471,7 +468,7 @@ describe('Redis without persistence restarted under two live hubs', () => {
       'the history read of the stream opened during the outage to fail',
     );
     expect(blind.frames()).toEqual([]);
-    await redis.restart();
+    await setup.redis.restart();
     await until(async () => (await isReady(a)) && (await isReady(b)), 20_000, 'both hubs to resubscribe');
     for (const stream of [...Object.values(streams), blind]) {
       await stream.waitFor((s) => resets(s).length >= 1, 20_000, 'the reset');
