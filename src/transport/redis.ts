@@ -137,8 +137,9 @@ export class RedisTransport implements Transport {
     });
   }
 
+  /** Subscribed, and able to publish and read history: a replica that cannot publish is not ready for webhooks. */
   isListening(): boolean {
-    return this.listening;
+    return this.listening && this.publisher.status === 'ready' && this.historyReader.status === 'ready';
   }
 
   onSubscribe(listener: SubscriptionListener): void {

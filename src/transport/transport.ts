@@ -29,7 +29,7 @@ export interface Transport extends HistorySource {
    * (TransportUnavailableError) and never queues the event for later.
    */
   publish(kind: EventKind, userId: string, event: Buffer): Promise<Published>;
-  /** True while messages published now will reach this replica. */
+  /** True while messages published now will reach this replica, and it can publish and read history. */
   isListening(): boolean;
   /**
    * Follows every (re)establishment of the subscription, the first one included: `subscribing`
