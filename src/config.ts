@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 
-export type TransportKind = 'memory' | 'redis';
+export type TransportKind = 'memory' | 'redis' | 'postgres';
 
 export interface JwtConfig {
   /** HS256 shared secret. */
@@ -22,6 +22,10 @@ export interface Config {
   transport: TransportKind;
   redisUrl?: string;
   channelPrefix: string;
+  databaseUrl?: string;
+  /** Schema of the Postgres outbox (table, publish function). */
+  pgSchema: string;
+  pgPollMs: number;
   heartbeatMs: number;
   maxConnectionsPerUser: number;
   bufferMaxEvents: number;
@@ -53,6 +57,9 @@ export const CONFIG_VARIABLES = [
   'SSEHUB_TRANSPORT',
   'REDIS_URL',
   'SSEHUB_CHANNEL_PREFIX',
+  'DATABASE_URL',
+  'SSEHUB_PG_SCHEMA',
+  'SSEHUB_PG_POLL_MS',
   'SSEHUB_HEARTBEAT_MS',
   'SSEHUB_MAX_CONNECTIONS_PER_USER',
   'SSEHUB_BUFFER_MAX_EVENTS',
@@ -75,6 +82,8 @@ export const CONFIG_VARIABLES = [
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const CHANNEL_PREFIX_PATTERN = /^[A-Za-z0-9_.:{}-]{1,64}$/;
+/** Unquoted-style names only: the schema also names the NOTIFY channel and appears in SQL publishers write. */
+const PG_SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,47}$/;
 
 class Reader {
   readonly problems: string[] = [];
@@ -108,16 +117,28 @@ export function loadConfig(env: Env = process.env): Config {
   const redisUrl = read.string('REDIS_URL');
   const transportRaw = read.string('SSEHUB_TRANSPORT') ?? (redisUrl ? 'redis' : 'memory');
   let transport: TransportKind = 'memory';
-  if (transportRaw === 'memory' || transportRaw === 'redis') {
+  if (transportRaw === 'memory' || transportRaw === 'redis' || transportRaw === 'postgres') {
     transport = transportRaw;
   } else {
-    problems.push(`SSEHUB_TRANSPORT must be "memory" or "redis", got ${JSON.stringify(transportRaw)}`);
+    problems.push(`SSEHUB_TRANSPORT must be "memory", "redis" or "postgres", got ${JSON.stringify(transportRaw)}`);
   }
   if (transport === 'redis' && !redisUrl) {
     problems.push('SSEHUB_TRANSPORT=redis needs REDIS_URL (e.g. redis://127.0.0.1:6379)');
   }
   if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) {
     problems.push(`REDIS_URL must start with redis:// or rediss://, got ${JSON.stringify(redisUrl)}`);
+  }
+
+  const databaseUrl = read.string('DATABASE_URL');
+  if (transport === 'postgres' && !databaseUrl) {
+    problems.push('SSEHUB_TRANSPORT=postgres needs DATABASE_URL (e.g. postgres://ssehub@127.0.0.1:5432/app)');
+  }
+  if (transport === 'postgres' && databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push(`DATABASE_URL must start with postgres:// or postgresql://, got ${JSON.stringify(databaseUrl)}`);
+  }
+  const pgSchema = read.string('SSEHUB_PG_SCHEMA') ?? 'ssehub';
+  if (!PG_SCHEMA_PATTERN.test(pgSchema)) {
+    problems.push('SSEHUB_PG_SCHEMA must be a lowercase identifier: a letter or _, then letters, digits or _ (at most 48)');
   }
 
   const channelPrefix = read.string('SSEHUB_CHANNEL_PREFIX') ?? 'ssehub';
@@ -177,6 +198,9 @@ export function loadConfig(env: Env = process.env): Config {
     transport,
     redisUrl,
     channelPrefix,
+    databaseUrl,
+    pgSchema,
+    pgPollMs: read.integer('SSEHUB_PG_POLL_MS', 1000, 50, 60_000),
     heartbeatMs,
     maxConnectionsPerUser: read.integer('SSEHUB_MAX_CONNECTIONS_PER_USER', 10, 1, 100_000),
     bufferMaxEvents: read.integer('SSEHUB_BUFFER_MAX_EVENTS', 1024, 1, 1_000_000),

@@ -5,6 +5,7 @@ import { CatchUp } from './delivery/catch-up';
 import { StreamSubscriber } from './delivery/subscriber';
 import { formatEventId } from './history/event-id';
 import type { HistorySource } from './history/history';
+import type { Transport } from './transport/transport';
 import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
@@ -51,7 +52,7 @@ export class Hub {
 
   constructor(
     private readonly options: HubOptions,
-    private readonly history: HistorySource & { isListening(): boolean },
+    private readonly history: HistorySource & Pick<Transport, 'isListening' | 'livePosition'>,
     private readonly metrics: HubMetrics,
     private readonly log: Logger,
   ) {
@@ -213,8 +214,9 @@ export class Hub {
     const interval = Math.min(1000, Math.max(25, Math.floor(this.options.heartbeatMs / 4)));
     this.ticker = setInterval(() => {
       const now = Date.now();
+      const livePosition = this.history.livePosition?.();
       for (const subscriber of this.registry.all()) {
-        if (subscriber.connection.tick(now, this.options.heartbeatMs)) subscriber.refreshClientId();
+        if (subscriber.connection.tick(now, this.options.heartbeatMs)) subscriber.refreshClientId(livePosition);
       }
       this.retryFailedCatchUps(now);
     }, interval);

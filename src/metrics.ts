@@ -4,6 +4,7 @@ import { REJECT_REASONS, type RejectReason } from './wire/envelope';
 import { DISCONNECT_REASONS, type DisconnectReason } from './sse/connection';
 import { RESET_REASONS, type ResetReason } from './history/history';
 import type { CatchUpMetrics, CatchUpPurpose } from './delivery/catch-up';
+import { WAKE_SOURCES, type OutboxReaderMetrics, type WakeSource } from './transport/postgres-reader';
 
 export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'draining'] as const;
 export type ConnectionRejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
@@ -25,7 +26,7 @@ export interface MetricsSources {
  * Prometheus metrics in a registry of the hub's own. No label carries a user or connection
  * id, so the number of series is fixed whatever the traffic.
  */
-export class HubMetrics implements CatchUpMetrics {
+export class HubMetrics implements CatchUpMetrics, OutboxReaderMetrics {
   readonly registry = new Registry();
   private readonly eventsReceived: Counter<'kind'>;
   private readonly eventsRejected: Counter<'reason'>;
@@ -39,6 +40,9 @@ export class HubMetrics implements CatchUpMetrics {
   private readonly historyRecovered: Counter;
   private readonly historyResets: Counter<'reason'>;
   private readonly historyReadFailures: Counter;
+  private readonly outboxRowsRead: Counter;
+  private readonly outboxWakeups: Counter<'source'>;
+  private readonly outboxLag: Gauge;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -131,6 +135,23 @@ export class HubMetrics implements CatchUpMetrics {
       registers,
     });
 
+    this.outboxRowsRead = new Counter({
+      name: 'ssehub_outbox_rows_read_total',
+      help: 'Rows this replica read from the Postgres outbox (bad rows included)',
+      registers,
+    });
+    this.outboxWakeups = new Counter({
+      name: 'ssehub_outbox_wakeups_total',
+      help: 'Reads of the Postgres outbox, by what started them: notify, poll (fallback timer) or retry (rows waiting on an open transaction)',
+      labelNames: ['source'],
+      registers,
+    });
+    this.outboxLag = new Gauge({
+      name: 'ssehub_outbox_lag_seconds',
+      help: 'Age of the oldest committed outbox row this replica has not delivered yet (0 when caught up)',
+      registers,
+    });
+
     // Pre-create every labelled series so dashboards and alerts see zeros instead of gaps.
     for (const kind of EVENT_KINDS) this.eventsReceived.inc({ kind }, 0);
     for (const reason of REJECT_REASONS) this.eventsRejected.inc({ reason }, 0);
@@ -138,6 +159,7 @@ export class HubMetrics implements CatchUpMetrics {
     for (const reason of DISCONNECT_REASONS) this.disconnects.inc({ reason }, 0);
     for (const reason of CONNECTION_REJECT_REASONS) this.connectionsRejected.inc({ reason }, 0);
     for (const reason of RESET_REASONS) this.historyResets.inc({ reason }, 0);
+    for (const source of WAKE_SOURCES) this.outboxWakeups.inc({ source }, 0);
     for (const kind of EVENT_KINDS) {
       this.published.inc({ kind, result: 'ok' }, 0);
       this.published.inc({ kind, result: 'failed' }, 0);
@@ -182,6 +204,26 @@ export class HubMetrics implements CatchUpMetrics {
 
   historyReadFailed(): void {
     this.historyReadFailures.inc();
+  }
+
+  rowsRead(rows: number): void {
+    this.outboxRowsRead.inc(rows);
+  }
+
+  wokeUp(source: WakeSource): void {
+    this.outboxWakeups.inc({ source });
+  }
+
+  lag(seconds: number): void {
+    this.outboxLag.set(seconds);
+  }
+
+  rejected(reason: RejectReason): void {
+    this.eventRejected(reason);
+  }
+
+  reconnected(): void {
+    this.resubscribed();
   }
 
   observeDelivery(seconds: number): void {

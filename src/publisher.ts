@@ -1,5 +1,8 @@
 import { Redis } from 'ioredis';
+import { Pool } from 'pg';
 import { isEventKind, type EventKind } from './routing';
+import { Outbox } from './transport/postgres-outbox';
+import { SESSION_OPTIONS } from './transport/postgres-schema';
 import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents } from './transport/redis-events';
 import { EventRejectedError, TransportUnavailableError, type Published } from './transport/transport';
 import { validateEvent, validateUserId } from './wire/envelope';
@@ -9,6 +12,15 @@ export interface RedisPublisherOptions {
   url: string;
   /** The hub's SSEHUB_CHANNEL_PREFIX. */
   channelPrefix?: string;
+  /** The hub's SSEHUB_MAX_EVENT_BYTES. */
+  maxEventBytes?: number;
+}
+
+export interface PostgresPublisherOptions {
+  /** e.g. postgres://app@127.0.0.1:5432/app */
+  url: string;
+  /** The hub's SSEHUB_PG_SCHEMA; the hub must have created it (it does at start). */
+  schema?: string;
   /** The hub's SSEHUB_MAX_EVENT_BYTES. */
   maxEventBytes?: number;
 }
@@ -57,6 +69,37 @@ export class Publisher {
       options.maxEventBytes ?? 1024 * 1024,
       async () => {
         await redis.quit().catch(() => redis.disconnect());
+      },
+    );
+  }
+
+  /**
+   * Publishes to the hubs on one Postgres outbox, each event in its own transaction. To publish
+   * inside your own transaction, run `SELECT <schema>.publish($1, $2, $3)` on its connection.
+   */
+  static async connectPostgres(options: PostgresPublisherOptions): Promise<Publisher> {
+    const pool = new Pool({
+      connectionString: options.url,
+      options: SESSION_OPTIONS,
+      max: 4,
+      connectionTimeoutMillis: 3000,
+      query_timeout: 5000,
+    });
+    pool.on('error', () => {
+      // Surfaced to callers through rejected publishes; the pool opens fresh connections.
+    });
+    try {
+      (await pool.connect()).release();
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw new TransportUnavailableError(`postgres: ${(err as Error).message}`, { cause: err });
+    }
+    const outbox = new Outbox(pool, options.schema ?? 'ssehub');
+    return new Publisher(
+      { publish: (kind, userId, event) => outbox.publish(kind, userId, event) },
+      options.maxEventBytes ?? 1024 * 1024,
+      async () => {
+        await pool.end().catch(() => undefined);
       },
     );
   }

@@ -7,6 +7,7 @@ import { createApp } from './http/app';
 import { Hub } from './hub';
 import { HubMetrics } from './metrics';
 import { MemoryTransport } from './transport/memory';
+import { PostgresTransport } from './transport/postgres';
 import { RedisTransport } from './transport/redis';
 import type { Transport } from './transport/transport';
 import { Publisher } from './publisher';
@@ -20,7 +21,18 @@ export interface HubServerOptions {
   transport?: Transport;
 }
 
-function createTransport(config: Config, log: Logger): Transport {
+function createTransport(config: Config, log: Logger, metrics: HubMetrics): Transport {
+  if (config.transport === 'postgres') {
+    return new PostgresTransport({
+      url: config.databaseUrl as string,
+      schema: config.pgSchema,
+      pollMs: config.pgPollMs,
+      historyTtlMs: config.historyTtlMs,
+      maxEventBytes: config.maxEventBytes,
+      logger: log,
+      metrics,
+    });
+  }
   if (config.transport === 'redis') {
     return new RedisTransport({
       url: config.redisUrl as string,
@@ -49,13 +61,13 @@ export class HubServer {
   constructor(private readonly options: HubServerOptions) {
     const { config } = options;
     this.log = options.log;
-    this.transport = options.transport ?? createTransport(config, this.log);
-    const transport = this.transport;
     let hub: Hub | undefined;
     this.metrics = new HubMetrics({
       connections: (stream) => hub?.registry.count(stream) ?? 0,
-      transportListening: () => transport.isListening(),
+      transportListening: () => this.transport.isListening(),
     });
+    this.transport = options.transport ?? createTransport(config, this.log, this.metrics);
+    const transport = this.transport;
     hub = new Hub(
       {
         maxEventBytes: config.maxEventBytes,

@@ -1,6 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { JwtConfig } from '../config';
+import { validateUserId } from '../wire/envelope';
 
 export const ROLE_ADMIN = 'admin';
 export const ROLE_SERVICE = 'service';
@@ -88,6 +89,9 @@ class JoseVerifier implements TokenVerifier {
     if (typeof userId !== 'string' || userId.length === 0) {
       throw new AuthError(401, `token has no string "${this.config.userClaim}" claim`);
     }
+    // The same rules as for publishers: a user id no event could be addressed to, or one a store
+    // would rewrite into another user's, opens nothing.
+    if (validateUserId(userId)) throw new AuthError(401, `token's "${this.config.userClaim}" claim is not a valid user id`);
     const rolesClaim = payload.roles;
     const roles = new Set(Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : []);
     // Streams stay open as long as verification itself would accept the token; closing earlier

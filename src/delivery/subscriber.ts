@@ -143,9 +143,17 @@ export class StreamSubscriber implements Subscriber {
     if (this.held === null) this.moveLive(id);
   }
 
-  /** Sends the cursor to a client whose last event id lags behind it (called when the stream idles). */
-  refreshClientId(): void {
-    if (this.held === null) this.announceCursor();
+  /**
+   * Sends the cursor to a client whose last event id lags behind it (called when the stream
+   * idles), first moving it to the transport's live position where there is one.
+   */
+  refreshClientId(livePosition?: EventId): void {
+    if (this.held !== null) return;
+    const cursor = this.cursor;
+    if (livePosition && cursor && livePosition.epoch === cursor.epoch && comparePositions(livePosition, cursor) > 0) {
+      this.cursor = livePosition;
+    }
+    this.announceCursor();
   }
 
   private write(id: EventId | undefined, frame: Buffer): boolean {

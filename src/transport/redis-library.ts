@@ -25,7 +25,7 @@ export const DEFAULT_HISTORY_MAX = 1000;
 export const DEFAULT_HISTORY_TTL_MS = 3_600_000;
 
 export const REDIS_LIBRARY = `#!lua name=${LIBRARY_NAME}
--- ssehub history library, version 3
+-- ssehub history library, version 4
 local KINDS = { agui = true, a2a = true, system = true, analytics = true }
 local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
 
@@ -156,9 +156,9 @@ local function publish(args)
   if kind == nil or not KINDS[kind] then
     return redis.error_reply('ERR ssehub: unknown kind ' .. tostring(kind) .. ' (agui, a2a, system, analytics)')
   end
-  local user_units = user and #user <= ${MAX_USER_ID_LENGTH * 4} and utf8_units(user)
+  local user_units = user and #user <= ${MAX_USER_ID_LENGTH * 4} and not string.find(user, '\\0', 1, true) and utf8_units(user)
   if not user_units or user_units == 0 or user_units > ${MAX_USER_ID_LENGTH} then
-    return redis.error_reply('ERR ssehub: user_id must be 1 to ${MAX_USER_ID_LENGTH} characters of valid UTF-8')
+    return redis.error_reply('ERR ssehub: user_id must be 1 to ${MAX_USER_ID_LENGTH} characters of valid UTF-8, without NUL')
   end
   local max, ttl, max_bytes = settings(prefix)
   if not (max and ttl and max_bytes) then

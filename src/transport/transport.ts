@@ -1,3 +1,4 @@
+import type { EventId } from '../history/event-id';
 import type { HistorySource } from '../history/history';
 import type { EventKind } from '../routing';
 
@@ -10,8 +11,11 @@ export type MessageSink = (kind: string, envelope: Buffer) => void;
 export interface Published {
   /** The event's id (`<epoch>:<ms>-<seq>`), also sent to clients as the SSE `id:`. */
   id: string;
-  /** Subscribers (replicas) the transport handed the event to. */
-  receivers: number;
+  /**
+   * Subscribers (replicas) the transport handed the event to; undefined where the transport
+   * cannot know (the Postgres outbox: every replica reads every committed row, later).
+   */
+  receivers: number | undefined;
 }
 
 /**
@@ -36,6 +40,13 @@ export interface Transport extends HistorySource {
    * runs just before it, while nothing can have arrived yet; `subscribed` once messages flow.
    */
   onSubscribe(listener: SubscriptionListener): void;
+  /**
+   * For stores with one order for all users (the Postgres outbox): the position up to which
+   * every event has been handed to the sink. A stream caught up live is past it too, even if
+   * none of those events were its user's, so an idle client can be moved there and does not
+   * fall behind retention. Undefined where ids are per user (Redis, memory).
+   */
+  livePosition?(): EventId | undefined;
   close(): Promise<void>;
 }
 

@@ -25,6 +25,7 @@ export const REJECT_REASONS = [
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export const MAX_USER_ID_LENGTH = 512;
+const LONE_SURROGATE_OR_NUL = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|\0/;
 /** Deepest bracket nesting accepted in an event (its envelope wraps it in one more level). */
 export const MAX_JSON_DEPTH = 64;
 
@@ -89,6 +90,11 @@ export function validateUserId(value: unknown): Rejected | undefined {
   if (value.length === 0) return reject('invalid_user_id', '"user_id" must not be empty');
   if (value.length > MAX_USER_ID_LENGTH) {
     return reject('invalid_user_id', `"user_id" is longer than ${MAX_USER_ID_LENGTH} characters`);
+  }
+  // A lone surrogate cannot be stored as text: Postgres (and any UTF-8 encoder) would turn it
+  // into U+FFFD, the id of another user. NUL cannot be stored in Postgres text at all.
+  if (LONE_SURROGATE_OR_NUL.test(value)) {
+    return reject('invalid_user_id', '"user_id" must be well-formed Unicode without NUL characters');
   }
   return undefined;
 }

@@ -108,6 +108,27 @@ describe('docker-compose.yml', () => {
     expect(readText('docker-compose.yml')).toMatch(/LOCAL USE ONLY[^\n]*\n[^\n]*\n\s*SSEHUB_JWT_SECRET:/);
   });
 
+  it('switches every replica to the Postgres outbox with the override file, on the compose database', () => {
+    const override = readYaml('docker-compose.postgres.yml').services as Record<string, Obj>;
+    expect(Object.keys(override).sort()).toEqual([...hubNames].sort());
+    const database = services.postgres?.environment as Record<string, string>;
+    for (const name of hubNames) {
+      // Compose merges an override's environment and depends_on into the base service's.
+      const env = { ...envOf(services[name] as Obj), ...envOf(override[name] as Obj) };
+      for (const key of Object.keys(env)) expect({ key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({ key, known: true });
+      const config = loadConfig(env);
+      expect(config.transport).toBe('postgres');
+      const url = new URL(config.databaseUrl as string);
+      expect(services[url.hostname]?.image).toMatch(/^postgres:/);
+      expect([url.username, decodeURIComponent(url.password), url.pathname.slice(1)]).toEqual([
+        database.POSTGRES_USER,
+        database.POSTGRES_PASSWORD,
+        database.POSTGRES_DB,
+      ]);
+      expect(override[name]?.depends_on?.postgres?.condition).toBe('service_healthy');
+    }
+  });
+
   it('gives SIGTERM more time than the drain window', () => {
     for (const [, service] of hubServices) {
       const config = loadConfig(envOf(service));

@@ -102,11 +102,9 @@ describe('README deployment sections', () => {
     expect(docs).toContain(`\`${services['ssehub-1']?.image}\``);
   });
 
-  it('names only variables the hub reads (DATABASE_URL is announced as upcoming)', () => {
+  it('names only variables the hub reads', () => {
     const names = new Set([...docs.matchAll(/\b(SSEHUB_[A-Z_]+|REDIS_URL|NODE_ENV|LOG_LEVEL|DATABASE_URL)\b/g)].map((m) => m[1] as string));
-    names.delete('DATABASE_URL');
     for (const name of names) expect({ name, known: CONFIG_VARIABLE_SET.has(name) }).toEqual({ name, known: true });
-    expect(docs).toMatch(/upcoming Postgres transport \(`DATABASE_URL`\)/);
   });
 
   it('shows only API paths the hub serves', async () => {

@@ -147,3 +147,19 @@ export function openStream(baseUrl: string, path: string, options: OpenOptions =
 export async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
+
+export type StreamName = 'agui' | 'a2a' | 'contexts' | 'analytics';
+
+/** The streams an event of `kind` is delivered on (the README's table, written out independently of src/routing). */
+export function streamsFor(kind: string): StreamName[] {
+  if (kind === 'agui') return ['agui', 'contexts'];
+  if (kind === 'a2a') return ['a2a', 'contexts'];
+  if (kind === 'system') return ['contexts'];
+  if (kind === 'analytics') return ['analytics'];
+  return [];
+}
+
+/** The exact data a stream shows for an event published as `bytes`. */
+export function shownAs(stream: StreamName, kind: string, bytes: string): string {
+  return stream === 'contexts' ? `{"protocol":"${kind}","event":${bytes}}` : bytes;
+}

@@ -72,7 +72,7 @@ describe('ssehub_publish agrees with the hub about what is a valid event', () =>
   });
 
   it('refuses user ids the hub would drop, and counts their length as the hub does', async () => {
-    const users: Array<string | Buffer> = ['', 'x'.repeat(512), 'x'.repeat(513), '😀'.repeat(256), '😀'.repeat(257), 'é'.repeat(512), Buffer.from([0xff, 0x41])];
+    const users: Array<string | Buffer> = ['', 'x'.repeat(512), 'x'.repeat(513), '😀'.repeat(256), '😀'.repeat(257), 'é'.repeat(512), Buffer.from([0xff, 0x41]), 'a\0b'];
     for (const user of users) {
       const hubAccepts = typeof user === 'string' && validateUserId(user) === undefined;
       const result = await fcall(user, '{"a":1}');

@@ -1,16 +1,9 @@
 import { Redis } from 'ioredis';
 import { metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedis } from '../helpers/redis-server';
-import { openStream, sleep } from '../helpers/sse-client';
+import { openStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
-
-async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+import { until } from '../helpers/wait';
 
 describe('Redis restarted under live hubs', () => {
   let redis: OwnRedis;

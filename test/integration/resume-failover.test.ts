@@ -4,6 +4,7 @@ import { SHARED_REDIS_URL, metricValue, startReadyHub, uniquePrefix, type HubPro
 import { ResumingClient } from '../helpers/resuming-client';
 import { openStream, parseFrames, sleep, type SseFrame, type SseStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
+import { until } from '../helpers/wait';
 
 /**
  * Resumption under failure, with real hub processes on the shared Redis: clients that lose
@@ -26,14 +27,6 @@ const RECONNECT_MS = 250;
  * bound even when a socket has no room left, so only the stalled tab can overflow it.
  */
 const BATCH = 6;
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** Removes everything a scenario left in the shared Redis under its prefix. */
 async function dropPrefix(redis: Redis, prefix: string): Promise<void> {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Publisher } from '../../src/publisher';
 import { EventRejectedError, TransportUnavailableError } from '../../src/transport/transport';
@@ -6,6 +5,7 @@ import { SHARED_REDIS_URL, metricValue, startReadyHub, uniquePrefix, type HubPro
 import { OwnRedis } from '../helpers/redis-server';
 import { openStream, sleep, type SseFrame, type SseStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
+import { until, uid } from '../helpers/wait';
 
 /**
  * Per-user event history: ids, resume with Last-Event-ID, resets, and recovery of open streams
@@ -35,18 +35,6 @@ function comparePositions(a: string, b: string): number {
   const x = parseId(a);
   const y = parseId(b);
   return x.ms !== y.ms ? x.ms - y.ms : x.seq - y.seq;
-}
-
-function uid(label: string): string {
-  return `${label}-${randomBytes(4).toString('hex')}`;
-}
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
 }
 
 async function isReady(hub: HubProcess): Promise<boolean> {

@@ -44,6 +44,13 @@ describe('token verification (HS256)', () => {
     expect((await tolerant.verify(token)).expiresAt).toBe((exp + 30) * 1000);
   });
 
+  it('refuses user claims no event could be addressed to (a lone surrogate would be stored as another user\'s id)', async () => {
+    for (const sub of ['x\ud800', '\udc00', 'a\u0000b', 'u'.repeat(513)]) {
+      expect((await rejection(verifier.verify(await mintToken(sub)))).message).toMatch(/not a valid user id/);
+    }
+    expect((await verifier.verify(await mintToken('\ud83d\ude00'))).userId).toBe('\ud83d\ude00');
+  });
+
   it('requires exp', async () => {
     const noExp = await new SignJWT({ sub: 'a' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
     expect((await rejection(verifier.verify(noExp))).message).toMatch(/invalid token/);

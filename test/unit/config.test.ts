@@ -56,6 +56,18 @@ describe('configuration', () => {
     expect(problems({ SSEHUB_TRANSPORT: 'redis' })).toEqual([expect.stringContaining('needs REDIS_URL')]);
   });
 
+  it('selects the postgres outbox only when asked, and checks its settings', () => {
+    expect(loadConfig({ DATABASE_URL: 'postgres://db/app' }).transport).toBe('memory');
+    const config = loadConfig({ SSEHUB_TRANSPORT: 'postgres', DATABASE_URL: 'postgresql://u@db:5432/app' });
+    expect(config).toMatchObject({ transport: 'postgres', pgSchema: 'ssehub', pgPollMs: 1000 });
+    expect(problems({ SSEHUB_TRANSPORT: 'postgres' })).toEqual([expect.stringContaining('needs DATABASE_URL')]);
+    expect(problems({ SSEHUB_TRANSPORT: 'postgres', DATABASE_URL: 'mysql://db/app' })).toEqual([
+      expect.stringContaining('DATABASE_URL must start with postgres://'),
+    ]);
+    expect(problems({ SSEHUB_PG_SCHEMA: 'Public"; DROP' })).toEqual([expect.stringContaining('SSEHUB_PG_SCHEMA')]);
+    expect(problems({ SSEHUB_PG_POLL_MS: '10' })).toEqual([expect.stringContaining('SSEHUB_PG_POLL_MS')]);
+  });
+
   it('unescapes PEM keys given on one line', () => {
     const config = loadConfig({ SSEHUB_JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----' });
     expect(config.jwt.publicKeyPem).toBe('-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----');

@@ -11,6 +11,13 @@ describe('envelope parsing', () => {
     if (parsed.ok) expect(parsed.event.toString()).toBe(event);
   });
 
+  it('refuses user ids with a lone surrogate or NUL, which no store keeps as they are', () => {
+    for (const user of ['\\ud800', 'x\\udc00', 'a\\u0000b']) {
+      expect(parse(`{"user_id":"${user}","event":{}}`)).toMatchObject({ ok: false, reason: 'invalid_user_id' });
+    }
+    expect(parse('{"user_id":"\\ud83d\\ude00","event":{}}')).toMatchObject({ ok: true, userId: '\ud83d\ude00' });
+  });
+
   it('accepts whitespace, member order and unknown members', () => {
     const parsed = parse(' { "event" : {"a":[1,{"b":"}"}]} ,\n "extra": [1,2], "user_id" : "u" } ');
     expect(parsed.ok && parsed.event.toString()).toBe('{"a":[1,{"b":"}"}]}');

@@ -1,0 +1,193 @@
+import type { Pool, PoolClient } from 'pg';
+import type { EventId } from '../history/event-id';
+import type { HistoryEntry, HistoryRead } from '../history/history';
+import type { EventKind } from '../routing';
+import { quoteIdent } from './postgres-schema';
+import {
+  EventRejectedError,
+  PublishOutcomeUnknownError,
+  TransportUnavailableError,
+  type Published,
+} from './transport';
+
+/**
+ * Positions in the outbox are (transaction id, row id): the order the reader delivers in.
+ * They travel in event ids as `<epoch>:<xid>-<rowid>`, in the slots Redis fills with
+ * `<ms>-<seq>`, so the hub orders and compares them the same way.
+ */
+export interface OutboxPosition {
+  tx: string;
+  id: string;
+}
+
+export function positionOf(id: EventId): OutboxPosition {
+  return { tx: String(id.ms), id: String(id.seq) };
+}
+
+/** Undefined when a transaction id is too large to carry exactly in an id (not reached in practice). */
+export function eventIdAt(epoch: string, tx: string, rowId: string): EventId | undefined {
+  const ms = Number(tx);
+  const seq = Number(rowId);
+  return Number.isSafeInteger(ms) && Number.isSafeInteger(seq) ? { epoch, ms, seq } : undefined;
+}
+
+export function comparePosition(a: OutboxPosition, b: OutboxPosition): number {
+  const tx = BigInt(a.tx) - BigInt(b.tx);
+  if (tx !== 0n) return tx < 0n ? -1 : 1;
+  const id = BigInt(a.id) - BigInt(b.id);
+  return id === 0n ? 0 : id < 0n ? -1 : 1;
+}
+
+function sqlState(err: unknown): string | undefined {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/** The server refused the event itself: bad input, or a character its text type cannot hold. */
+const REJECTED_EVENT_CODES = new Set(['22023', '22P02', '22021']);
+
+/** Swallows a checked-out client's 'error' event: the failing query rejects with the same error. */
+function ignoreClientError(): void {}
+
+/**
+ * Maps a failed publish. A server error (SQLSTATE) means the statement, and with it the
+ * autocommitted transaction, did not complete: nothing was published. A connection that broke
+ * or went silent after the statement was sent leaves the outcome unknown.
+ */
+export function publishFailure(err: unknown): Error {
+  const message = `postgres: ${(err as Error).message}`;
+  const code = sqlState(err);
+  if (code !== undefined && REJECTED_EVENT_CODES.has(code)) return new EventRejectedError((err as Error).message);
+  if (code !== undefined) return new TransportUnavailableError(message, { cause: err });
+  if (/not queryable/i.test((err as Error).message ?? '')) return new TransportUnavailableError(message, { cause: err });
+  return new PublishOutcomeUnknownError(message, { cause: err });
+}
+
+/**
+ * Publishing and history reads over a connection pool. One `SELECT <schema>.publish(...)` per
+ * event, the same statement publishers in other languages run inside their own transactions.
+ */
+export class Outbox {
+  private readonly publishSql: string;
+  private readonly historySql: string;
+  private readonly pruneSql: string;
+
+  constructor(
+    private readonly pool: Pool,
+    readonly schema: string,
+  ) {
+    const s = quoteIdent(schema);
+    this.publishSql = `SELECT ${s}.publish($1, $2, $3) AS id`;
+    // One statement, one snapshot: the horizon, retention mark and rows agree with each other.
+    // Only rows of transactions older than every running one are read, as the live reader does.
+    this.historySql = `
+      SELECT h.epoch, h.horizon::text AS horizon, h.pruned_tx::text AS pruned_tx, h.pruned_id::text AS pruned_id,
+             r.tx::text AS tx, r.id::text AS id, r.kind, r.event
+      FROM (SELECT m.epoch, m.pruned_tx, m.pruned_id, pg_snapshot_xmin(pg_current_snapshot()) AS horizon
+            FROM ${s}.meta m) h
+      LEFT JOIN LATERAL (
+        SELECT o.tx, o.id, o.kind, o.event FROM ${s}.outbox o
+        WHERE o.user_id = $1 AND (o.tx, o.id) > ($2::xid8, $3::bigint) AND o.tx < h.horizon
+        ORDER BY o.tx, o.id LIMIT $4
+      ) r ON true
+      ORDER BY r.tx, r.id`;
+    // Deletes one batch of expired rows and raises the retention mark to the newest row deleted,
+    // so "after the mark" means "nothing missing". Rows of unfinished transactions are left for
+    // the readers. One replica prunes at a time; the others skip.
+    this.pruneSql = `
+      WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext($2)) AS got),
+      doomed AS (
+        SELECT o.tx, o.id FROM ${s}.outbox o, lock
+        WHERE lock.got AND o.created_at < clock_timestamp() - make_interval(secs => $1::float8 / 1000)
+          AND o.tx < pg_snapshot_xmin(pg_current_snapshot())
+        LIMIT $3),
+      deleted AS (DELETE FROM ${s}.outbox o USING doomed d WHERE o.tx = d.tx AND o.id = d.id RETURNING o.tx, o.id),
+      newest AS (SELECT tx, id FROM deleted ORDER BY tx DESC, id DESC LIMIT 1),
+      marked AS (
+        UPDATE ${s}.meta m SET pruned_tx = n.tx, pruned_id = n.id FROM newest n
+        WHERE (n.tx, n.id) > (m.pruned_tx, m.pruned_id) RETURNING 1)
+      SELECT (SELECT count(*) FROM deleted)::int AS deleted, (SELECT got FROM lock) AS got`;
+  }
+
+  async publish(kind: EventKind, userId: string, event: Buffer): Promise<Published> {
+    let client: PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw new TransportUnavailableError(`postgres: ${(err as Error).message}`, { cause: err });
+    }
+    // A connection that breaks mid-query emits 'error' on the client as well as failing the
+    // query; pg-pool listens only while the client is idle, and unheard it would end the process.
+    client.on('error', ignoreClientError);
+    let failure: Error | undefined;
+    try {
+      const result = await client.query<{ id: string }>(this.publishSql, [kind, userId, event.toString('utf8')]);
+      const id = result.rows[0]?.id;
+      if (id === undefined) throw new Error('postgres: publish returned no id');
+      return { id, receivers: undefined };
+    } catch (err) {
+      failure = err as Error;
+      throw publishFailure(err);
+    } finally {
+      client.off('error', ignoreClientError);
+      // A connection that failed is not given to the next publisher.
+      client.release(failure !== undefined && sqlState(failure) === undefined ? failure : undefined);
+    }
+  }
+
+  /**
+   * Replays from the outbox table. The head is the horizon below which every transaction has
+   * finished: no row can appear behind it later, so it is a safe cursor for any stream.
+   */
+  async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
+    // The epoch is checked below, once it is known; until then read no rows.
+    const from = after === undefined ? { tx: '0', id: '0' } : positionOf(after);
+    const result = await this.pool.query<{
+      epoch: string;
+      horizon: string;
+      pruned_tx: string;
+      pruned_id: string;
+      tx: string | null;
+      id: string | null;
+      kind: string | null;
+      event: string | null;
+    }>(this.historySql, [userId, from.tx, from.id, after === undefined ? 0 : limit + 1]);
+    const first = result.rows[0];
+    if (!first) throw new Error(`postgres: ${this.schema}.meta is empty`);
+    const epoch = first.epoch;
+    const head = eventIdAt(epoch, first.horizon, '0');
+    if (!head) throw new Error(`postgres: transaction horizon ${first.horizon} is beyond the id range`);
+    if (after === undefined) return { ok: true, head, entries: [] };
+    if (after.epoch !== epoch) return { ok: false, reason: 'history_lost', head };
+    if (comparePosition(from, { tx: first.horizon, id: '0' }) > 0) return { ok: false, reason: 'unknown_id', head };
+    if (comparePosition(from, { tx: first.pruned_tx, id: first.pruned_id }) < 0) {
+      return { ok: false, reason: 'trimmed', head };
+    }
+    const entries: HistoryEntry[] = [];
+    for (const row of result.rows) {
+      if (row.tx === null || row.id === null || row.kind === null || row.event === null) continue;
+      const id = eventIdAt(epoch, row.tx, row.id);
+      if (!id) continue;
+      entries.push({ id, kind: row.kind, event: Buffer.from(row.event, 'utf8') });
+    }
+    if (entries.length > limit) return { ok: false, reason: 'replay_limit', head };
+    return { ok: true, head, entries };
+  }
+
+  /** Deletes expired rows in batches; resolves with how many went. */
+  async prune(ttlMs: number, batch = 5000): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const result = await this.pool.query<{ deleted: number; got: boolean }>(this.pruneSql, [
+        ttlMs,
+        `ssehub:prune:${this.schema}`,
+        batch,
+      ]);
+      const row = result.rows[0];
+      const deleted = row?.deleted ?? 0;
+      total += deleted;
+      if (!row?.got || deleted < batch) return total;
+    }
+  }
+}
+

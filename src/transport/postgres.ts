@@ -1,0 +1,133 @@
+import { Pool } from 'pg';
+import type { Logger } from 'pino';
+import type { EventId } from '../history/event-id';
+import type { HistoryRead } from '../history/history';
+import type { EventKind } from '../routing';
+import { Outbox } from './postgres-outbox';
+import { OutboxReader, type OutboxReaderMetrics } from './postgres-reader';
+import { SESSION_OPTIONS, migrateOutbox } from './postgres-schema';
+import { TransportUnavailableError, type MessageSink, type Published, type SubscriptionListener, type Transport } from './transport';
+
+export interface PostgresTransportOptions {
+  /** postgres://user:password@host:5432/database */
+  url: string;
+  /** Schema holding the outbox table and the publish function. */
+  schema: string;
+  /** Fallback poll interval, for notifications that never arrive. */
+  pollMs: number;
+  /** Rows older than this are pruned; Last-Event-ID resume reaches back this far. */
+  historyTtlMs: number;
+  maxEventBytes: number;
+  logger: Logger;
+  metrics: OutboxReaderMetrics;
+}
+
+/** Publishes and replays must fail fast when the database is away, not queue for a pool slot. */
+const CONNECT_TIMEOUT_MS = 3000;
+const PUBLISH_TIMEOUT_MS = 5000;
+const MAX_PRUNE_INTERVAL_MS = 60_000;
+
+/**
+ * Transactional outbox on Postgres: an event is published if and only if the transaction that
+ * inserted its row commits, and every replica reads every committed row exactly once, in one
+ * order, from the table (NOTIFY only wakes them). Resume reads the same table.
+ */
+export class PostgresTransport implements Transport {
+  readonly name = 'postgres';
+  private readonly pool: Pool;
+  private readonly outbox: Outbox;
+  private readonly log: Logger;
+  private readonly subscriptionListeners: SubscriptionListener[] = [];
+  private reader: OutboxReader | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private closing = false;
+
+  constructor(private readonly options: PostgresTransportOptions) {
+    this.log = options.logger.child({ component: 'postgres-transport' });
+    this.pool = new Pool({
+      connectionString: options.url,
+      application_name: 'ssehub',
+      options: SESSION_OPTIONS,
+      max: 10,
+      keepAlive: true,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      query_timeout: PUBLISH_TIMEOUT_MS,
+      idleTimeoutMillis: 30_000,
+    });
+    // An idle pooled connection that dies (server restart) emits here; unhandled it would crash the process.
+    this.pool.on('error', (err) => this.log.warn({ err: err.message }, 'idle postgres connection failed'));
+    this.outbox = new Outbox(this.pool, options.schema);
+  }
+
+  async start(sink: MessageSink): Promise<void> {
+    const { options } = this;
+    this.reader = new OutboxReader(sink, {
+      connectionString: options.url,
+      schema: options.schema,
+      pollMs: options.pollMs,
+      maxEventBytes: options.maxEventBytes,
+      log: options.logger,
+      metrics: options.metrics,
+      events: {
+        prepare: async () => {
+          await migrateOutbox(this.pool, options.schema, { maxEventBytes: options.maxEventBytes });
+          this.schedulePruning();
+        },
+        started: (begin) => {
+          for (const listener of this.subscriptionListeners) listener.subscribing();
+          begin();
+          for (const listener of this.subscriptionListeners) listener.subscribed(false);
+        },
+        gap: (skip) => {
+          for (const listener of this.subscriptionListeners) listener.subscribing();
+          skip();
+          for (const listener of this.subscriptionListeners) listener.subscribed(true);
+        },
+      },
+    });
+    // Connection failures are retried in the background; readiness reports them meanwhile.
+    this.reader.start();
+  }
+
+  async publish(kind: EventKind, userId: string, event: Buffer): Promise<Published> {
+    if (this.closing) throw new TransportUnavailableError('postgres transport is closed');
+    return this.outbox.publish(kind, userId, event);
+  }
+
+  readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
+    return this.outbox.readHistory(userId, after, limit);
+  }
+
+  isListening(): boolean {
+    return this.reader?.isListening() ?? false;
+  }
+
+  livePosition(): EventId | undefined {
+    return this.reader?.delivered();
+  }
+
+  onSubscribe(listener: SubscriptionListener): void {
+    this.subscriptionListeners.push(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.pruneTimer);
+    await this.reader?.close();
+    await this.pool.end().catch(() => undefined);
+  }
+
+  private schedulePruning(): void {
+    if (this.pruneTimer !== undefined) return;
+    const interval = Math.min(Math.floor(this.options.historyTtlMs / 2), MAX_PRUNE_INTERVAL_MS);
+    this.pruneTimer = setInterval(() => {
+      this.outbox
+        .prune(this.options.historyTtlMs)
+        .then((deleted) => {
+          if (deleted > 0) this.log.debug({ deleted }, 'pruned expired outbox rows');
+        })
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'pruning the outbox failed'));
+    }, interval);
+    this.pruneTimer.unref();
+  }
+}
