@@ -1,0 +1,96 @@
+// @ts-check
+/**
+ * Scenario sizes. Full sizes are the issue's; --quick is small enough for CI (checks that the
+ * harness and every target still work, asserts nothing about timing); --scale shrinks the full
+ * sizes for development.
+ */
+
+/** @typedef {import('../load/coordinator.mjs').Scenario} Scenario */
+
+/** @type {Record<string, Scenario>} */
+export const FULL = {
+  B1: {
+    id: 'B1',
+    title: 'throughput: 1,000 users x 1 connection, 100,000 events as fast as possible',
+    users: 1000,
+    connsPerUser: 1,
+    events: 100_000,
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B2: {
+    id: 'B2',
+    title: 'burst: 1,000 users x 1 connection, 300,000 events as fast as possible',
+    users: 1000,
+    connsPerUser: 1,
+    events: 300_000,
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B3: {
+    id: 'B3',
+    title: 'fan-out: 100 users x 100 connections, 2,000 events as fast as possible',
+    users: 100,
+    connsPerUser: 100,
+    events: 2000,
+    workers: 4,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B4: {
+    id: 'B4',
+    title: 'latency: 1,000 users x 1 connection, 500 events/s for 10 s',
+    users: 1000,
+    connsPerUser: 1,
+    events: 0,
+    rate: 500,
+    durationS: 10,
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B5: {
+    id: 'B5',
+    title: 'memory: 10,000 idle connections (10,000 users x 1)',
+    users: 10_000,
+    connsPerUser: 1,
+    events: 0,
+    idle: true,
+    workers: 4,
+    idleTimeoutMs: 5000,
+    // Give the servers' allocators and garbage collectors a few idle seconds before reading RSS.
+    settleMs: 5000,
+  },
+};
+
+/** @type {Record<string, Scenario>} */
+export const QUICK = {
+  B1: { ...FULL.B1, users: 50, events: 2000, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B2: { ...FULL.B2, users: 50, events: 5000, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B3: { ...FULL.B3, users: 5, connsPerUser: 10, events: 200, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B4: { ...FULL.B4, users: 50, rate: 200, durationS: 1, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B5: { ...FULL.B5, users: 300, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
+};
+
+/**
+ * The full scenarios shrunk by `factor` (users, events, duration), for development runs.
+ * @param {number} factor
+ * @returns {Record<string, Scenario>}
+ */
+export function scaled(factor) {
+  /** @type {Record<string, Scenario>} */
+  const out = {};
+  for (const [id, s] of Object.entries(FULL)) {
+    out[id] = {
+      ...s,
+      users: Math.max(2, Math.round(s.users * (id === 'B3' ? Math.sqrt(factor) : factor))),
+      connsPerUser: id === 'B3' ? Math.max(1, Math.round(s.connsPerUser * Math.sqrt(factor))) : s.connsPerUser,
+      events: Math.round(s.events * factor),
+      durationS: s.durationS ? Math.max(1, s.durationS * Math.min(1, factor * 4)) : undefined,
+      workers: Math.max(1, Math.round(s.workers * Math.min(1, factor * 4))),
+    };
+  }
+  return out;
+}
