@@ -130,8 +130,11 @@ export class Outbox {
       throw publishFailure(err);
     } finally {
       client.off('error', ignoreClientError);
-      // A connection that failed is not given to the next publisher.
-      client.release(failure !== undefined && sqlState(failure) === undefined ? failure : undefined);
+      // Only a rejected event leaves the session as it was. After anything else (the server ended
+      // the session with 57P01 during a restart, a lost socket, a cancelled statement) the
+      // connection may be dead without pg-pool knowing: it must not reach the next publisher.
+      const sessionIntact = failure === undefined || REJECTED_EVENT_CODES.has(sqlState(failure) ?? '');
+      client.release(sessionIntact ? undefined : failure);
     }
   }
 

@@ -175,7 +175,8 @@ export class OwnPostgres {
     } catch {
       // Already gone, or never started.
     }
-    rmSync(this.dir, { recursive: true, force: true });
+    // Backends of an immediate stop may still be exiting: retry instead of failing the suite's cleanup.
+    rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 }
 

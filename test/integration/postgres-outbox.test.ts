@@ -923,6 +923,42 @@ describe('postgres outbox: schema creation', () => {
 
 // ---------------------------------------------------------------------------------------------
 
+describe('postgres outbox: publishing connections', () => {
+  it('answers 503 for a publish whose session the server ended mid-statement, and publishes the next ones on live connections', async () => {
+    const [hub] = (await startHubs(1)) as [HubProcess];
+    const admin = await pg();
+    const user = uid('ended');
+    const stream = await positioned(hub, 'agui', user);
+    for (let round = 0; round < 3; round++) {
+      // The webhooks' INSERTs wait on the lock; their sessions are then ended (SQLSTATE 57P01), as a restart does.
+      await admin.query('BEGIN');
+      await admin.query(`LOCK TABLE "${fx.schema}".outbox IN EXCLUSIVE MODE`);
+      const inFlight = [0, 1].map((i) => postWebhook(hub, 'agui', webhookBody(user, { round, ended: i }).body));
+      await until(
+        async () =>
+          (await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = $1::regclass', [`"${fx.schema}".outbox`]))
+            .rows[0]?.n === 2,
+        WAIT_MS,
+        'both publishes to wait on the lock',
+      );
+      await admin.query(
+        `SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE NOT l.granted AND l.relation = $1::regclass`,
+        [`"${fx.schema}".outbox`],
+      );
+      expect((await Promise.all(inFlight)).map((r) => r.status)).toEqual([503, 503]);
+      await admin.query('ROLLBACK');
+      // The ended sessions were not handed to these.
+      const next = await Promise.all([0, 1, 2].map((i) => postWebhook(hub, 'agui', webhookBody(user, { round, next: i }).body)));
+      expect(next.map((r) => r.status)).toEqual([202, 202, 202]);
+      await waitForId(stream, next[2]?.json.id as string, 'the publishes after the ended sessions');
+    }
+    // Only the acknowledged publishes were delivered; the ones whose sessions ended were not.
+    const delivered = messages(stream).map((m) => JSON.parse(m.data) as { round: number; next: number });
+    const key = (e: { round: number; next: number }): number => e.round * 10 + e.next;
+    expect(delivered.map(key).sort((x, y) => x - y)).toEqual([0, 1, 2, 10, 11, 12, 20, 21, 22]);
+  });
+});
+
 describe('postgres outbox: configuration', () => {
   it.each([
     ['a schema name that is not a lowercase identifier', { SSEHUB_PG_SCHEMA: 'Bad-Schema' }],
