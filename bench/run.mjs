@@ -17,6 +17,8 @@
  * --json p     where to write the JSON results (default bench/results/latest.json).
  * --ssehub-env NAME=VALUE   extra environment for the ssehub replicas (repeatable), e.g. to
  *              reproduce a problem with other buffer limits.
+ * --profile d  write a V8 CPU profile (node --cpu-prof) of every ssehub replica into d, one
+ *              file per replica and scenario (open in Chrome DevTools or speedscope).
  * --write-md   also write the table, target checks and machine description as Markdown
  *              (default path: BENCHMARKS.md in the repository root). Not with --quick.
  * --from-json p   run nothing: print the table of a saved results file (and --write-md it).
@@ -32,7 +34,7 @@ import { machine, markdownTable, targetChecks, textTable } from './lib/report.mj
 
 /** @param {string[]} argv */
 function parseArgs(argv) {
-  /** @type {{quick: boolean, only?: string[], scenarios?: string[], scale?: number, json: string, writeMd?: string, ssehubEnv: Record<string, string>, fromJson?: string}} */
+  /** @type {{quick: boolean, only?: string[], scenarios?: string[], scale?: number, json: string, writeMd?: string, ssehubEnv: Record<string, string>, profileDir?: string, fromJson?: string}} */
   const opts = { quick: false, json: join(REPO, 'bench', 'results', 'latest.json'), ssehubEnv: {} };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -47,6 +49,7 @@ function parseArgs(argv) {
     else if (a === '--scale') opts.scale = Number(value());
     else if (a === '--json') opts.json = resolve(value());
     else if (a === '--from-json') opts.fromJson = resolve(value());
+    else if (a === '--profile') opts.profileDir = resolve(argv[++i] ?? 'bench/results/profiles');
     else if (a === '--ssehub-env') {
       const kv = value();
       const eq = kv.indexOf('=');
@@ -57,7 +60,7 @@ function parseArgs(argv) {
       const next = argv[i + 1];
       opts.writeMd = next && !next.startsWith('--') ? resolve(argv[++i]) : join(REPO, 'BENCHMARKS.md');
     } else if (a === '--help' || a === '-h') {
-      console.log('usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...]');
+      console.log('usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -115,7 +118,7 @@ async function main() {
     for (const id of scenarioIds) {
       const t0 = Date.now();
       log(`${name} ${id} ...`);
-      const result = await runScenario(target, table[id], { log, targetOptions: { ssehubEnv: opts.ssehubEnv } });
+      const result = await runScenario(target, table[id], { log, targetOptions: { ssehubEnv: opts.ssehubEnv, profileDir: opts.profileDir } });
       result.wallSeconds = (Date.now() - t0) / 1000;
       results.push(result);
       if (!result.ok) {

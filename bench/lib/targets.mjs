@@ -78,9 +78,10 @@ export async function startRedis() {
  * @param {Record<string, string>} env
  * @param {number} port
  * @param {string} [readyPath]  HTTP path that must answer 200 (else: TCP accept is enough)
+ * @param {string[]} [nodeArgs]
  */
-async function startNodeServer(name, main, env, port, readyPath) {
-  const child = spawnChild(process.execPath, [main], {
+async function startNodeServer(name, main, env, port, readyPath, nodeArgs = []) {
+  const child = spawnChild(process.execPath, [...nodeArgs, main], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -150,6 +151,7 @@ async function startNodeServer(name, main, env, port, readyPath) {
 /**
  * @typedef {object} StartOptions
  * @property {Record<string, string>} [ssehubEnv]  extra environment for the ssehub replicas (overrides the bench defaults)
+ * @property {string} [profileDir]  write a V8 CPU profile of each ssehub replica there (node --cpu-prof), on its exit
  */
 
 const METRIC_PREFIXES = [
@@ -228,6 +230,7 @@ function ssehubTarget(replicas) {
               },
               port,
               '/readyz',
+              options.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`] : [],
             ),
           );
         }

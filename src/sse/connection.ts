@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { flushSoon, type Flushable } from './flush-queue';
 import { HEARTBEAT_FRAME, encodeRetry } from './frame';
 
 export const DISCONNECT_REASONS = ['client_closed', 'slow_consumer', 'token_expired', 'shutdown', 'error'] as const;
@@ -13,6 +14,8 @@ export interface OutboundLimits {
 
 /** How long a politely ended stream may take to flush before its socket is dropped. */
 const CLOSE_GRACE_MS = 5000;
+/** Frames of one turn are written at once up to this size; a larger batch goes out right away. */
+const MAX_BATCH_BYTES = 64 * 1024;
 
 export const SSE_HEADERS: Readonly<Record<string, string>> = {
   'Content-Type': 'text/event-stream',
@@ -26,8 +29,11 @@ export const SSE_HEADERS: Readonly<Record<string, string>> = {
  * `write()` reports back-pressure they queue up to the configured bound, and a client that
  * stays behind past it is disconnected so that it reconnects instead of pinning memory.
  */
-export class SseConnection {
+export class SseConnection implements Flushable {
   private closed = false;
+  /** Frames accepted this turn, written together by flushPending (see flush-queue). Only while backlog is null. */
+  private pending: Buffer[] | null = null;
+  private pendingBytes = 0;
   /** Frames waiting for 'drain'; null while the socket accepts writes. */
   private backlog: Buffer[] | null = null;
   private backlogHead = 0;
@@ -74,7 +80,16 @@ export class SseConnection {
     const backlog = this.backlog;
     if (backlog === null) {
       this.wroteSinceTick = true;
-      if (!this.res.write(frame)) this.startBacklog();
+      const pending = this.pending;
+      if (pending === null) {
+        this.pending = [frame];
+        this.pendingBytes = frame.length;
+        flushSoon(this);
+      } else {
+        pending.push(frame);
+        this.pendingBytes += frame.length;
+        if (this.pendingBytes >= MAX_BATCH_BYTES) this.flushPending();
+      }
       return true;
     }
     const queued = backlog.length - this.backlogHead;
@@ -86,6 +101,18 @@ export class SseConnection {
     backlog.push(frame);
     this.backlogBytes += frame.length;
     return true;
+  }
+
+  /** Writes the frames accepted this turn as one chunk; back-pressure from it starts the backlog. */
+  flushPending(): void {
+    const pending = this.pending;
+    if (pending === null) return;
+    this.pending = null;
+    const bytes = this.pendingBytes;
+    this.pendingBytes = 0;
+    if (this.closed) return;
+    const chunk = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, bytes);
+    if (!this.res.write(chunk)) this.startBacklog();
   }
 
   /** Resolves once queued frames have reached the socket, or the stream is closed: replays pace themselves on it. */
@@ -120,13 +147,17 @@ export class SseConnection {
   /** Tells the client when to come back, then ends the stream (used while draining). */
   closeWithRetryHint(retryMs: number): void {
     if (this.closed) return;
+    this.flushPending();
     if (this.backlog === null) this.res.write(encodeRetry(retryMs));
     this.close('shutdown');
   }
 
   close(reason: DisconnectReason): void {
     if (this.closed) return;
+    // A polite end still delivers what was accepted this turn; a gone or dropped client gets nothing more.
+    if (reason === 'shutdown' || reason === 'token_expired') this.flushPending();
     this.closed = true;
+    this.pending = null;
     const congested = this.backlog !== null || this.res.writableNeedDrain;
     this.backlog = null;
     this.backlogBytes = 0;

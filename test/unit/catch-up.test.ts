@@ -12,7 +12,13 @@ import { parseFrames } from '../helpers/sse-client';
 
 /** Just enough of a ServerResponse to record what a stream writes. */
 class RecordingResponse extends EventEmitter {
-  written = '';
+  private text = '';
+  /** The stream batches a turn's frames (see flush-queue); reading flushes them first. */
+  beforeRead: () => void = () => undefined;
+  get written(): string {
+    this.beforeRead();
+    return this.text;
+  }
   destroyed = false;
   writableEnded = false;
   writableNeedDrain = false;
@@ -22,7 +28,7 @@ class RecordingResponse extends EventEmitter {
   }
   flushHeaders(): void {}
   write(chunk: Buffer): boolean {
-    this.written += chunk.toString();
+    this.text += chunk.toString();
     return true;
   }
   end(): void {
@@ -69,6 +75,7 @@ function setup(resumeFrom?: string, history = new MemoryHistory({ maxEntries: 10
   const res = new RecordingResponse();
   const connection = new SseConnection('c1', 'u', Date.now() + 60_000, res as unknown as ServerResponse, { maxEvents: 100, maxBytes: 1 << 20, stallMs: 30_000 }, () => undefined);
   connection.open();
+  res.beforeRead = () => connection.flushPending();
   const subscriber = new StreamSubscriber(connection, 'agui', resumeFrom, 100, () => metrics.historyReset('history_lost'));
   const publish = (n: number, kind = 'agui') => history.append('u', kind, Buffer.from(`{"n":${n}}`));
   const live = (id: EventId) => subscriber.deliver(id, encodeFrame(Buffer.from(`{"n":${id.seq}}`), { id: formatEventId(id) }));
