@@ -25,7 +25,7 @@
  *
  * Nchan is skipped with a note when nginx or the module is missing, unless named in --only.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { runScenario } from './load/coordinator.mjs';
 import { FULL, QUICK, scaled } from './lib/scenarios.mjs';
@@ -230,6 +230,9 @@ function markdown({ mode, info, scenarios, results, checks, date }) {
       }),
     '',
   ];
+  // The hand-written reading of the figures (profiles, what moved them, unmet targets) travels with every regenerated file.
+  const analysis = join(REPO, 'bench', 'analysis.md');
+  if (existsSync(analysis)) lines.push(readFileSync(analysis, 'utf8').trimEnd(), '');
   return lines.join('\n');
 }
 
