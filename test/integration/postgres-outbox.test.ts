@@ -950,7 +950,7 @@ describe('postgres outbox: publishing connections', () => {
       // The ended sessions were not handed to these.
       const next = await Promise.all([0, 1, 2].map((i) => postWebhook(hub, 'agui', webhookBody(user, { round, next: i }).body)));
       expect(next.map((r) => r.status)).toEqual([202, 202, 202]);
-      await waitForId(stream, next[2]?.json.id as string, 'the publishes after the ended sessions');
+      for (const published of next) await waitForId(stream, published.json.id as string, 'the publishes after the ended sessions');
     }
     // Only the acknowledged publishes were delivered; the ones whose sessions ended were not.
     const delivered = messages(stream).map((m) => JSON.parse(m.data) as { round: number; next: number });
