@@ -1,5 +1,3 @@
-import { EventEmitter } from 'node:events';
-import type { ServerResponse } from 'node:http';
 import pino from 'pino';
 import { CatchUp, type CatchUpMetrics } from '../../src/delivery/catch-up';
 import { StreamSubscriber } from '../../src/delivery/subscriber';
@@ -9,35 +7,7 @@ import { MemoryHistory } from '../../src/history/memory-history';
 import { SseConnection } from '../../src/sse/connection';
 import { encodeFrame } from '../../src/sse/frame';
 import { parseFrames } from '../helpers/sse-client';
-
-/** Just enough of a ServerResponse to record what a stream writes. */
-class RecordingResponse extends EventEmitter {
-  private text = '';
-  /** The stream batches a turn's frames (see flush-queue); reading flushes them first. */
-  beforeRead: () => void = () => undefined;
-  get written(): string {
-    this.beforeRead();
-    return this.text;
-  }
-  destroyed = false;
-  writableEnded = false;
-  writableNeedDrain = false;
-  socket = null;
-  writeHead(): this {
-    return this;
-  }
-  flushHeaders(): void {}
-  write(chunk: Buffer): boolean {
-    this.text += chunk.toString();
-    return true;
-  }
-  end(): void {
-    this.writableEnded = true;
-  }
-  destroy(): void {
-    this.destroyed = true;
-  }
-}
+import { RecordingResponse } from '../helpers/recording-response';
 
 /** A history source whose reads wait until the test lets them through. */
 class GatedHistory implements HistorySource {
@@ -73,7 +43,7 @@ function setup(resumeFrom?: string, history = new MemoryHistory({ maxEntries: 10
   const gated = new GatedHistory(history);
   const catchUp = new CatchUp({ history: gated, replayMax: 50, maxEventBytes: 1 << 20, metrics, log: pino({ level: 'silent' }) });
   const res = new RecordingResponse();
-  const connection = new SseConnection('c1', 'u', Date.now() + 60_000, res as unknown as ServerResponse, { maxEvents: 100, maxBytes: 1 << 20, stallMs: 30_000 }, () => undefined);
+  const connection = new SseConnection('c1', 'u', Date.now() + 60_000, res.asResponse(), { maxEvents: 100, maxBytes: 1 << 20, stallMs: 30_000 }, () => undefined);
   connection.open();
   res.beforeRead = () => connection.flushPending();
   const subscriber = new StreamSubscriber(connection, 'agui', resumeFrom, 100, () => metrics.historyReset('history_lost'));

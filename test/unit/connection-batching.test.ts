@@ -1,38 +1,13 @@
-import { EventEmitter } from 'node:events';
-import type { ServerResponse } from 'node:http';
 import { SseConnection } from '../../src/sse/connection';
-
-/** Records each write() call separately; can refuse writes to simulate a full socket. */
-class WriteLog extends EventEmitter {
-  writes: string[] = [];
-  accepting = true;
-  destroyed = false;
-  writableEnded = false;
-  writableNeedDrain = false;
-  socket = null;
-  writeHead(): this {
-    return this;
-  }
-  flushHeaders(): void {}
-  write(chunk: Buffer): boolean {
-    this.writes.push(chunk.toString());
-    return this.accepting;
-  }
-  end(): void {
-    this.writableEnded = true;
-  }
-  destroy(): void {
-    this.destroyed = true;
-  }
-}
+import { RecordingResponse } from '../helpers/recording-response';
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 const frame = (n: number, size = 0): Buffer => Buffer.from(`data:{"n":${n}${size ? `,"pad":"${'x'.repeat(size)}"` : ''}}\n\n`);
 
 function open(limits = { maxEvents: 100, maxBytes: 1 << 20, stallMs: 30_000 }) {
-  const res = new WriteLog();
+  const res = new RecordingResponse();
   const closed: string[] = [];
-  const connection = new SseConnection('c', 'u', Date.now() + 60_000, res as unknown as ServerResponse, limits, (_c, reason) => closed.push(reason));
+  const connection = new SseConnection('c', 'u', Date.now() + 60_000, res.asResponse(), limits, (_c, reason) => closed.push(reason));
   connection.open();
   return { res, connection, closed };
 }
