@@ -37,7 +37,10 @@ function rssKb(pid) {
 const at = process.argv.indexOf('--connections');
 const connections = at > 0 ? Number(process.argv[at + 1]) : 10_000;
 const port = await freePort();
-const server = spawnChild(process.execPath, ['-e', SERVER], { env: { PORT: String(port), PATH: process.env.PATH ?? '' }, stdio: 'inherit' });
+const server = spawnChild(process.execPath, ['-e', SERVER], {
+  env: { PORT: String(port), PATH: process.env.PATH ?? '' },
+  stdio: 'inherit',
+});
 try {
   await waitForPort(port, 10_000, () => server.exitCode !== null);
   const pid = /** @type {number} */ (server.pid);
@@ -47,14 +50,18 @@ try {
   /** @type {http.IncomingMessage[]} */
   const responses = [];
   for (let opened = 0; opened < connections; opened += 100) {
-    const batch = Array.from({ length: Math.min(100, connections - opened) }, () =>
-      new Promise((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-          if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
-          responses.push(res);
-          resolve(undefined);
-        }).on('error', reject);
-      }),
+    const batch = Array.from(
+      { length: Math.min(100, connections - opened) },
+      () =>
+        new Promise((resolve, reject) => {
+          http
+            .get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+              if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
+              responses.push(res);
+              resolve(undefined);
+            })
+            .on('error', reject);
+        }),
     );
     await Promise.all(batch);
   }

@@ -73,19 +73,24 @@ function startHub() {
 function openStream(port, user, token, onEvent) {
   return new Promise((resolve, reject) => {
     const req = http.get(
-      { host: '127.0.0.1', port, path: '/api/v1/stream/agui', headers: { authorization: `Bearer ${token}` }, agent: false },
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/api/v1/stream/agui',
+        headers: { authorization: `Bearer ${token}` },
+        agent: false,
+      },
       (res) => {
         if (res.statusCode !== 200) return reject(new Error(`stream answered ${res.statusCode}`));
         let buffer = '';
         res.setEncoding('utf8');
         res.on('data', (chunk) => {
           buffer += chunk;
-          let end;
-          while ((end = buffer.indexOf('\n\n')) !== -1) {
+          for (let end = buffer.indexOf('\n\n'); end !== -1; end = buffer.indexOf('\n\n')) {
             const frame = buffer.slice(0, end);
             buffer = buffer.slice(end + 2);
             const data = /(?:^|\n)data:(.*)/.exec(frame)?.[1];
-            if (data && data.startsWith('{"seq"')) onEvent(user, JSON.parse(data), performance.timeOrigin + performance.now());
+            if (data?.startsWith('{"seq"')) onEvent(user, JSON.parse(data), performance.timeOrigin + performance.now());
           }
         });
         resolve(req);
@@ -136,7 +141,12 @@ async function main() {
     const user = users[i % users.length];
     const seq = sequence.get(user) + 1;
     sequence.set(user, seq);
-    const event = JSON.stringify({ seq, sentAt: performance.timeOrigin + performance.now(), type: 'TEXT_MESSAGE_CONTENT', delta: pad });
+    const event = JSON.stringify({
+      seq,
+      sentAt: performance.timeOrigin + performance.now(),
+      type: 'TEXT_MESSAGE_CONTENT',
+      delta: pad,
+    });
     return pool.query(sql, [user, event]);
   };
   const reset = () => {
@@ -164,7 +174,12 @@ async function main() {
         duplicated: stats.duplicated,
         outOfOrder: stats.outOfOrder,
         deliveriesPerSecond: Math.round(stats.delivered / ((stats.lastAt - startedAt) / 1000)),
-        latencyMs: { p50: fixed(percentile(sorted, 50)), p90: fixed(percentile(sorted, 90)), p99: fixed(percentile(sorted, 99)), max: fixed(sorted.at(-1) ?? null) },
+        latencyMs: {
+          p50: fixed(percentile(sorted, 50)),
+          p90: fixed(percentile(sorted, 90)),
+          p99: fixed(percentile(sorted, 99)),
+          max: fixed(sorted.at(-1) ?? null),
+        },
       }),
     );
   };

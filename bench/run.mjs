@@ -55,12 +55,13 @@ function parseArgs(argv) {
       const eq = kv.indexOf('=');
       if (eq < 1) throw new Error(`--ssehub-env needs NAME=VALUE, got ${kv}`);
       opts.ssehubEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
-    }
-    else if (a === '--write-md') {
+    } else if (a === '--write-md') {
       const next = argv[i + 1];
       opts.writeMd = next && !next.startsWith('--') ? resolve(argv[++i]) : join(REPO, 'BENCHMARKS.md');
     } else if (a === '--help' || a === '-h') {
-      console.log('usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]');
+      console.log(
+        'usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -76,16 +77,28 @@ async function main() {
     console.log(textTable(saved.results));
     for (const c of checks) console.log(`  ${c}`);
     if (opts.writeMd) {
-      writeFileSync(opts.writeMd, markdown({ mode: saved.mode, info: saved.machine, scenarios: saved.scenarios, results: saved.results, checks, date: saved.date }));
+      writeFileSync(
+        opts.writeMd,
+        markdown({
+          mode: saved.mode,
+          info: saved.machine,
+          scenarios: saved.scenarios,
+          results: saved.results,
+          checks,
+          date: saved.date,
+        }),
+      );
       console.log(`markdown: ${opts.writeMd}`);
     }
     return;
   }
   const table = opts.quick ? QUICK : opts.scale ? scaled(opts.scale) : FULL;
   const scenarioIds = opts.scenarios ?? Object.keys(table);
-  for (const id of scenarioIds) if (!table[id]) throw new Error(`unknown scenario ${id} (have ${Object.keys(table).join(', ')})`);
+  for (const id of scenarioIds)
+    if (!table[id]) throw new Error(`unknown scenario ${id} (have ${Object.keys(table).join(', ')})`);
   const targetNames = opts.only ?? DEFAULT_TARGETS;
-  for (const name of targetNames) if (!TARGETS[name]) throw new Error(`unknown target ${name} (have ${Object.keys(TARGETS).join(', ')})`);
+  for (const name of targetNames)
+    if (!TARGETS[name]) throw new Error(`unknown target ${name} (have ${Object.keys(TARGETS).join(', ')})`);
   const explicit = new Set(opts.only ?? []);
   const mode = opts.quick ? 'quick' : opts.scale ? `scale ${opts.scale}` : 'full';
 
@@ -95,7 +108,9 @@ async function main() {
   if (Object.keys(opts.ssehubEnv).length) log(`  ssehub environment: ${JSON.stringify(opts.ssehubEnv)}`);
   for (const id of scenarioIds) {
     const s = table[id];
-    log(`  ${id}: ${s.users} users x ${s.connsPerUser} conn, ${s.idle ? 'idle' : s.rate ? `${s.rate} events/s for ${s.durationS} s` : `${s.events} events as fast as possible`}`);
+    log(
+      `  ${id}: ${s.users} users x ${s.connsPerUser} conn, ${s.idle ? 'idle' : s.rate ? `${s.rate} events/s for ${s.durationS} s` : `${s.events} events as fast as possible`}`,
+    );
   }
 
   /** @type {any[]} */
@@ -118,7 +133,10 @@ async function main() {
     for (const id of scenarioIds) {
       const t0 = Date.now();
       log(`${name} ${id} ...`);
-      const result = await runScenario(target, table[id], { log, targetOptions: { ssehubEnv: opts.ssehubEnv, profileDir: opts.profileDir } });
+      const result = await runScenario(target, table[id], {
+        log,
+        targetOptions: { ssehubEnv: opts.ssehubEnv, profileDir: opts.profileDir },
+      });
       result.wallSeconds = (Date.now() - t0) / 1000;
       results.push(result);
       if (!result.ok) {
@@ -126,7 +144,9 @@ async function main() {
         log(`  FAILED: ${result.error ?? 'nothing delivered'}`);
         if (result.serverLogs) log(result.serverLogs);
       } else if (result.idle) {
-        log(`  ${result.opened} idle connections, ${(result.rssPerConnBytes / 1024).toFixed(2)} KB RSS each (${result.wallSeconds.toFixed(1)} s)`);
+        log(
+          `  ${result.opened} idle connections, ${(result.rssPerConnBytes / 1024).toFixed(2)} KB RSS each (${result.wallSeconds.toFixed(1)} s)`,
+        );
       } else {
         log(
           `  ${result.deliveries}/${result.expectedDeliveries} delivered, ${Math.round(result.deliveriesPerSec)}/s, p99 ${result.latencyMs.p99.toFixed(2)} ms, lost ${result.lost}, dup ${result.dups}, ooo ${result.ooo}, reconnects ${result.reconnects} (${result.wallSeconds.toFixed(1)} s)`,
@@ -148,18 +168,29 @@ async function main() {
     for (const c of checks) log(`  ${c}`);
   }
   log('');
-  log(`machine: ${info.cpu}, ${info.memory}, ${info.kernel}, node ${info.node}, redis ${info.redis}, nginx ${info.nginx}, nchan ${info.nchan}`);
+  log(
+    `machine: ${info.cpu}, ${info.memory}, ${info.kernel}, node ${info.node}, redis ${info.redis}, nginx ${info.nginx}, nchan ${info.nchan}`,
+  );
   log(`total ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
   const scenarios = Object.fromEntries(scenarioIds.map((id) => [id, table[id]]));
   mkdirSync(dirname(opts.json), { recursive: true });
   writeFileSync(
     opts.json,
-    JSON.stringify(
-      { mode, date: new Date().toISOString(), argv: process.argv.slice(2), ssehubEnv: opts.ssehubEnv, machine: info, scenarios, results, checks },
+    `${JSON.stringify(
+      {
+        mode,
+        date: new Date().toISOString(),
+        argv: process.argv.slice(2),
+        ssehubEnv: opts.ssehubEnv,
+        machine: info,
+        scenarios,
+        results,
+        checks,
+      },
       null,
       2,
-    ) + '\n',
+    )}\n`,
   );
   log(`results: ${opts.json}`);
 
@@ -194,7 +225,10 @@ function markdown({ mode, info, scenarios, results, checks, date }) {
     '',
     '## Scenarios',
     '',
-    ...Object.entries(scenarios).map(([id, s]) => `- **${id}** ${s.title} (this run: ${s.users} users x ${s.connsPerUser}, ${s.idle ? 'idle' : s.rate ? `${s.rate}/s for ${s.durationS} s` : `${s.events} events`})`),
+    ...Object.entries(scenarios).map(
+      ([id, s]) =>
+        `- **${id}** ${s.title} (this run: ${s.users} users x ${s.connsPerUser}, ${s.idle ? 'idle' : s.rate ? `${s.rate}/s for ${s.durationS} s` : `${s.events} events`})`,
+    ),
     '',
     '## Results',
     '',
@@ -221,11 +255,14 @@ function markdown({ mode, info, scenarios, results, checks, date }) {
       .map((r) => {
         const notes = [];
         if (r.redisOutputBufferDisconnects > 0) {
-          notes.push(`Redis dropped ${r.redisOutputBufferDisconnects} subscriber connection(s) over client-output-buffer-limit; events published meanwhile were lost`);
+          notes.push(
+            `Redis dropped ${r.redisOutputBufferDisconnects} subscriber connection(s) over client-output-buffer-limit; events published meanwhile were lost`,
+          );
         }
         if (r.reconnects > 0) notes.push(`${r.reconnects} streams closed by the server and resumed`);
         if (r.publishFailed > 0) notes.push(`${r.publishFailed} publishes failed`);
-        const f = (/** @type {number | undefined} */ n, /** @type {number} */ d) => (typeof n === 'number' && Number.isFinite(n) ? n.toFixed(d) : '-');
+        const f = (/** @type {number | undefined} */ n, /** @type {number} */ d) =>
+          typeof n === 'number' && Number.isFinite(n) ? n.toFixed(d) : '-';
         return `| ${r.target} | ${r.scenario} | ${f(r.machineBusyPct, 0)} % | ${f(r.serverCpuSeconds, 2)} | ${f(r.redisCpuSeconds, 2)} | ${f(r.loadGeneratorCpuSeconds, 2)} | ${notes.join('; ')} |`;
       }),
     '',

@@ -138,7 +138,9 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const pgSchema = read.string('SSEHUB_PG_SCHEMA') ?? 'ssehub';
   if (!PG_SCHEMA_PATTERN.test(pgSchema)) {
-    problems.push('SSEHUB_PG_SCHEMA must be a lowercase identifier: a letter or _, then letters, digits or _ (at most 48)');
+    problems.push(
+      'SSEHUB_PG_SCHEMA must be a lowercase identifier: a letter or _, then letters, digits or _ (at most 48)',
+    );
   }
 
   const channelPrefix = read.string('SSEHUB_CHANNEL_PREFIX') ?? 'ssehub';

@@ -127,13 +127,7 @@ export class Hub {
    * at the cap. The stream is registered before history is read, so nothing published
    * meanwhile slips between the replay and live delivery.
    */
-  open(
-    stream: StreamKind,
-    userId: string,
-    expiresAt: number,
-    res: ServerResponse,
-    lastEventId?: string,
-  ): OpenResult {
+  open(stream: StreamKind, userId: string, expiresAt: number, res: ServerResponse, lastEventId?: string): OpenResult {
     // The client may have hung up while its token was being verified; its 'close' has fired already.
     if (res.destroyed || !res.socket || res.socket.destroyed) return { ok: false, reason: 'client_gone' };
     if (this.draining) return { ok: false, reason: 'draining' };

@@ -24,7 +24,7 @@ async function main(): Promise<void> {
 
   const server = new HubServer({ config, log, fallbackSecret: dev?.secret });
   const address = await server.listen();
-  if (dev) process.stdout.write(devModeBanner(address.port, dev) + '\n');
+  if (dev) process.stdout.write(`${devModeBanner(address.port, dev)}\n`);
 
   let stopping = false;
   const stop = (signal: string): void => {

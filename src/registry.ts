@@ -44,7 +44,7 @@ export class Registry<S extends Subscriber> {
   remove(stream: StreamKind, subscriber: S): void {
     const users = this.users(stream);
     const set = users.get(subscriber.userId);
-    if (!set || !set.delete(subscriber)) return;
+    if (!set?.delete(subscriber)) return;
     if (set.size === 0) users.delete(subscriber.userId);
     this.sizes.set(stream, (this.sizes.get(stream) ?? 0) - 1);
   }

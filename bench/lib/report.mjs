@@ -41,8 +41,8 @@ const COLUMNS = [
 
 /** @param {any} r */
 function row(r) {
-  if (r.skipped) return [r.target, r.scenario, 'skipped: ' + r.skipped];
-  if (!r.ok && r.error) return [r.target, r.scenario, 'FAILED: ' + r.error.split('\n')[0]];
+  if (r.skipped) return [r.target, r.scenario, `skipped: ${r.skipped}`];
+  if (!r.ok && r.error) return [r.target, r.scenario, `FAILED: ${r.error.split('\n')[0]}`];
   const l = r.latencyMs ?? {};
   return [
     r.target,
@@ -69,7 +69,9 @@ function row(r) {
 /** @param {any[]} results */
 export function textTable(results) {
   const rows = results.map(row);
-  const widths = COLUMNS.map((c, i) => Math.max(c.length, ...rows.filter((r) => r.length > 3).map((r) => String(r[i] ?? '').length)));
+  const widths = COLUMNS.map((c, i) =>
+    Math.max(c.length, ...rows.filter((r) => r.length > 3).map((r) => String(r[i] ?? '').length)),
+  );
   const fmt = (/** @type {string[]} */ cells) =>
     cells.length <= 3
       ? `${cells[0].padEnd(widths[0])}  ${cells[1].padEnd(widths[1])}  ${cells[2]}`
@@ -113,7 +115,10 @@ export function targetChecks(results) {
   }
   for (const t of ['ssehub1', 'ssehub2']) {
     const b2 = get(t, 'B2');
-    if (b2) out.push(`B2 ${t} lost ${num(b2.lost)}, duplicated ${num(b2.dups)}, out of order ${num(b2.ooo)} (target: zero loss): ${mark(b2.lost === 0)}`);
+    if (b2)
+      out.push(
+        `B2 ${t} lost ${num(b2.lost)}, duplicated ${num(b2.dups)}, out of order ${num(b2.ooo)} (target: zero loss): ${mark(b2.lost === 0)}`,
+      );
   }
   const nchanB4 = get('nchan', 'B4');
   for (const t of ['ssehub1', 'ssehub2']) {
@@ -126,12 +131,18 @@ export function targetChecks(results) {
   }
   for (const t of ['ssehub1', 'ssehub2']) {
     const b5 = get(t, 'B5');
-    if (b5) out.push(`B5 ${t} ${num(b5.rssPerConnBytes / 1024, 2)} KB RSS per idle connection (target <= 8 KB): ${mark(b5.rssPerConnBytes <= 8192)}`);
+    if (b5)
+      out.push(
+        `B5 ${t} ${num(b5.rssPerConnBytes / 1024, 2)} KB RSS per idle connection (target <= 8 KB): ${mark(b5.rssPerConnBytes <= 8192)}`,
+      );
   }
   for (const s of ['B1', 'B2', 'B3', 'B4']) {
     const one = get('ssehub1', s);
     const two = get('ssehub2', s);
-    if (one && two) out.push(`${s} scaling 1 -> 2 replicas: ${num(two.deliveriesPerSec / one.deliveriesPerSec, 2)}x deliveries/s (${num(one.deliveriesPerSec)} -> ${num(two.deliveriesPerSec)})`);
+    if (one && two)
+      out.push(
+        `${s} scaling 1 -> 2 replicas: ${num(two.deliveriesPerSec / one.deliveriesPerSec, 2)}x deliveries/s (${num(one.deliveriesPerSec)} -> ${num(two.deliveriesPerSec)})`,
+      );
   }
   return out;
 }

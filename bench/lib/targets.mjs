@@ -27,7 +27,20 @@ export async function startRedis() {
   const dir = mkdtempSync(join(tmpdir(), 'bench-redis-'));
   const child = spawnChild(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'],
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--loglevel',
+      'warning',
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -203,7 +216,9 @@ function ssehubTarget(replicas) {
     label: replicas === 1 ? 'ssehub (1 replica)' : `ssehub (${replicas} replicas)`,
     description: `dist/main.js, Redis transport, ${replicas} process${replicas > 1 ? 'es' : ''} on one Redis`,
     available: () =>
-      existsSync(SSEHUB_MAIN) ? { ok: true, reason: '' } : { ok: false, reason: 'dist/main.js missing: run npm run build' },
+      existsSync(SSEHUB_MAIN)
+        ? { ok: true, reason: '' }
+        : { ok: false, reason: 'dist/main.js missing: run npm run build' },
     async start(options = {}) {
       const redis = await startRedis();
       /** @type {Awaited<ReturnType<typeof startNodeServer>>[]} */

@@ -10,7 +10,6 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Histogram } from './histogram.mjs';
-import { nowMicros } from './clock.mjs';
 import { forkNode, machineCpu, procSum, sleep, stopChild } from '../lib/procs.mjs';
 import { BENCH_SECRET } from '../lib/targets.mjs';
 
@@ -72,7 +71,10 @@ class Peer {
    */
   request(msg, replyType, timeoutMs = 600_000) {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name}: no '${replyType}' in ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${this.name}: no '${replyType}' in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.waiters.push({
         type: replyType,
         resolve: (m) => {
@@ -165,7 +167,9 @@ export async function runScenario(target, scenario, io) {
       for (const o of opened) for (const [s, n] of Object.entries(o.errors)) errors[s] = (errors[s] ?? 0) + n;
       result.openStatuses = statuses;
       result.openErrors = errors;
-      io.log(`  ${result.openFailed} of ${totalConns} connections failed to open: ${JSON.stringify({ statuses, errors })}`);
+      io.log(
+        `  ${result.openFailed} of ${totalConns} connections failed to open: ${JSON.stringify({ statuses, errors })}`,
+      );
     }
     if (result.opened === 0) throw new Error('no connection could be opened');
 
@@ -191,14 +195,17 @@ export async function runScenario(target, scenario, io) {
     warm = workers.reduce((n, w) => n + w.progress.warm, 0);
     result.warm = warm;
     result.warmupMs = Date.now() - warmStarted;
-    if (warm < result.opened) io.log(`  warning: only ${warm} of ${result.opened} connections received the warm-up event`);
+    if (warm < result.opened)
+      io.log(`  warning: only ${warm} of ${result.opened} connections received the warm-up event`);
 
     await sleep(scenario.settleMs);
     const afterOpen = procSum(run.serverPids());
     result.rssAfterOpenBytes = afterOpen.rssBytes;
     result.rssPerConnBytes = result.opened > 0 ? (afterOpen.rssBytes - idleServer.rssBytes) / result.opened : NaN;
     if (run.metrics) {
-      result.serverMetricsAfterOpen = Object.fromEntries(Object.entries(await run.metrics()).filter(([, v]) => v !== 0));
+      result.serverMetricsAfterOpen = Object.fromEntries(
+        Object.entries(await run.metrics()).filter(([, v]) => v !== 0),
+      );
     }
 
     if (scenario.idle) {
@@ -256,7 +263,10 @@ export async function runScenario(target, scenario, io) {
       /** @type {Record<string, number>} */
       const delta = {};
       for (const [k, v] of Object.entries(metrics1)) {
-        const d = k.startsWith('nodejs_') || k.startsWith('process_') || k.startsWith('sse_active') ? v : v - (metrics0[k] ?? 0);
+        const d =
+          k.startsWith('nodejs_') || k.startsWith('process_') || k.startsWith('sse_active')
+            ? v
+            : v - (metrics0[k] ?? 0);
         if (d !== 0) delta[k] = d;
       }
       result.serverMetrics = delta;
@@ -308,14 +318,19 @@ export async function runScenario(target, scenario, io) {
       serverCpuSeconds: (cpu1.cpuUs - cpu0) / 1e6,
       redisCpuSeconds: (redisCpu1 - redisCpu0) / 1e6,
       loadGeneratorCpuSeconds: (clientCpu1 - clientCpu0) / 1e6,
-      machineBusyPct: machine1.total > machine0.total ? (100 * (machine1.busy - machine0.busy)) / (machine1.total - machine0.total) : NaN,
+      machineBusyPct:
+        machine1.total > machine0.total
+          ? (100 * (machine1.busy - machine0.busy)) / (machine1.total - machine0.total)
+          : NaN,
       cpuUsPerDelivery: deliveries > 0 ? (cpu1.cpuUs - cpu0) / deliveries : NaN,
       redisCpuUsPerDelivery: deliveries > 0 ? (redisCpu1 - redisCpu0) / deliveries : NaN,
       rssEndBytes: cpu1.rssBytes,
     });
     result.redisOutputBufferDisconnects = run.redisOutputBufferDisconnects();
     if (result.redisOutputBufferDisconnects > 0) {
-      io.log(`  redis dropped ${result.redisOutputBufferDisconnects} client(s) over client-output-buffer-limit (a subscriber that fell behind)`);
+      io.log(
+        `  redis dropped ${result.redisOutputBufferDisconnects} client(s) over client-output-buffer-limit (a subscriber that fell behind)`,
+      );
     }
     result.ok = deliveries > 0;
     if (!run.alive()) {

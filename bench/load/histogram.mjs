@@ -18,7 +18,7 @@ export class Histogram {
 
   /** @param {number} micros */
   record(micros) {
-    const v = micros < 0 ? 0 : micros;
+    const v = Math.max(micros, 0);
     let index = Math.floor(Math.log2(v + 1) * BUCKETS_PER_OCTAVE);
     if (index >= BUCKET_COUNT) index = BUCKET_COUNT - 1;
     this.counts[index]++;

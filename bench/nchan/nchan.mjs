@@ -17,7 +17,10 @@ import { execFileSync } from 'node:child_process';
 import { childPids, freePort, spawnChild, stopChild, waitForPort } from '../lib/procs.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const MODULE_CANDIDATES = ['/usr/lib/nginx/modules/ngx_nchan_module.so', '/usr/share/nginx/modules/ngx_nchan_module.so'];
+const MODULE_CANDIDATES = [
+  '/usr/lib/nginx/modules/ngx_nchan_module.so',
+  '/usr/share/nginx/modules/ngx_nchan_module.so',
+];
 
 /** The nginx binary and the Nchan module, or a reason they are missing. */
 export function findNchan() {

@@ -91,9 +91,12 @@ class JoseVerifier implements TokenVerifier {
     }
     // The same rules as for publishers: a user id no event could be addressed to, or one a store
     // would rewrite into another user's, opens nothing.
-    if (validateUserId(userId)) throw new AuthError(401, `token's "${this.config.userClaim}" claim is not a valid user id`);
+    if (validateUserId(userId))
+      throw new AuthError(401, `token's "${this.config.userClaim}" claim is not a valid user id`);
     const rolesClaim = payload.roles;
-    const roles = new Set(Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : []);
+    const roles = new Set(
+      Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : [],
+    );
     // Streams stay open as long as verification itself would accept the token; closing earlier
     // would send a client with a token inside the tolerance into a reconnect loop.
     const expiresAt = ((payload.exp as number) + this.config.clockToleranceSec) * 1000;

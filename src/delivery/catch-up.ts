@@ -85,7 +85,10 @@ export class CatchUp {
       metrics.historyReadFailed();
       const admitted = this.failureLogLimiter.admit('read');
       if (admitted) {
-        log.warn({ err: (err as Error).message, purpose, suppressedSinceLast: admitted.suppressed }, 'history read failed');
+        log.warn(
+          { err: (err as Error).message, purpose, suppressedSinceLast: admitted.suppressed },
+          'history read failed',
+        );
       }
       return false;
     }

@@ -8,7 +8,7 @@ import { encodeFrame, encodeIdOnly } from '../sse/frame';
 const RESET_MESSAGES: Record<ResetReason, string> = {
   history_lost: 'the event history was lost (store restarted without persistence); refetch state',
   trimmed: 'events after your last id are no longer retained; refetch state',
-  unknown_id: 'your last id is not in this user\'s history; refetch state',
+  unknown_id: "your last id is not in this user's history; refetch state",
   replay_limit: 'more events were missed than one replay sends; refetch state',
   history_unavailable: 'the event history could not be read while the stream opened; refetch state',
 };

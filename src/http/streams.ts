@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import type { HttpDeps } from './deps';
 import { HttpError } from './errors';
 import { authenticate } from './authenticate';
-import { ROLE_ADMIN } from '../auth/verifier';
+import { ROLE_ADMIN, type Principal } from '../auth/verifier';
 import type { StreamKind } from '../routing';
 
 const STREAM_PATHS: ReadonlyArray<{ path: string; stream: StreamKind; adminOnly: boolean }> = [
@@ -30,7 +30,7 @@ export function mountStreams(router: Router, deps: HttpDeps): void {
     router.get(path, async (ctx) => {
       // The router answers HEAD on GET routes too; a HEAD "stream" would hold a slot and never read.
       if (ctx.method !== 'GET') throw new HttpError(405, 'streams are opened with GET', { Allow: 'GET' });
-      let principal;
+      let principal: Principal;
       try {
         principal = await authenticate(ctx, verifier);
       } catch (err) {

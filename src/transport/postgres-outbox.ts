@@ -3,12 +3,7 @@ import type { EventId } from '../history/event-id';
 import type { HistoryEntry, HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
 import { quoteIdent } from './postgres-schema';
-import {
-  EventRejectedError,
-  PublishOutcomeUnknownError,
-  TransportUnavailableError,
-  type Published,
-} from './transport';
+import { EventRejectedError, PublishOutcomeUnknownError, TransportUnavailableError, type Published } from './transport';
 
 /**
  * Positions in the outbox are (transaction id, row id): the order the reader delivers in.
@@ -59,7 +54,8 @@ export function publishFailure(err: unknown): Error {
   const code = sqlState(err);
   if (code !== undefined && REJECTED_EVENT_CODES.has(code)) return new EventRejectedError((err as Error).message);
   if (code !== undefined) return new TransportUnavailableError(message, { cause: err });
-  if (/not queryable/i.test((err as Error).message ?? '')) return new TransportUnavailableError(message, { cause: err });
+  if (/not queryable/i.test((err as Error).message ?? ''))
+    return new TransportUnavailableError(message, { cause: err });
   return new PublishOutcomeUnknownError(message, { cause: err });
 }
 
@@ -193,4 +189,3 @@ export class Outbox {
     }
   }
 }
-

@@ -133,7 +133,9 @@ export class OutboxReader {
 
   /** Every row up to here has been handed to the sink. */
   delivered(): EventId | undefined {
-    return this.position && this.epoch !== undefined ? eventIdAt(this.epoch, this.position.tx, this.position.id) : undefined;
+    return this.position && this.epoch !== undefined
+      ? eventIdAt(this.epoch, this.position.tx, this.position.id)
+      : undefined;
   }
 
   async close(): Promise<void> {
@@ -251,7 +253,10 @@ export class OutboxReader {
     }
     const pruned = { tx: head.pruned_tx, id: head.pruned_id };
     if (comparePosition(from, pruned) < 0) {
-      this.log.error({ position: from, pruned }, 'outbox rows were pruned before this replica read them; open streams catch up from history');
+      this.log.error(
+        { position: from, pruned },
+        'outbox rows were pruned before this replica read them; open streams catch up from history',
+      );
       this.options.events.gap(() => {
         this.position = pruned;
       });

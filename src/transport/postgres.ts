@@ -6,7 +6,13 @@ import type { EventKind } from '../routing';
 import { Outbox } from './postgres-outbox';
 import { OutboxReader, type OutboxReaderMetrics } from './postgres-reader';
 import { SESSION_OPTIONS, migrateOutbox } from './postgres-schema';
-import { TransportUnavailableError, type MessageSink, type Published, type SubscriptionListener, type Transport } from './transport';
+import {
+  TransportUnavailableError,
+  type MessageSink,
+  type Published,
+  type SubscriptionListener,
+  type Transport,
+} from './transport';
 
 export interface PostgresTransportOptions {
   /** postgres://user:password@host:5432/database */

@@ -97,7 +97,8 @@ export class RedisEvents {
     const reply = (await this.fcall(HISTORY_FUNCTION, [userId, from, String(count), this.prefix])) as Reply[];
     const epoch = text(reply[0]);
     // It goes into every id this replica writes; anything else in that key was not put there by ssehub.
-    if (!EPOCH_PATTERN.test(epoch)) throw new TransportUnavailableError(`redis: ${this.prefix}:epoch holds an invalid value`);
+    if (!EPOCH_PATTERN.test(epoch))
+      throw new TransportUnavailableError(`redis: ${this.prefix}:epoch holds an invalid value`);
     const fromRequested: HistoryEntry[] = [];
     for (const raw of (reply[3] as Reply[] | null) ?? []) {
       const [streamId, fields] = raw as [Buffer, Reply[]];

@@ -102,9 +102,15 @@ export class RedisTransport implements Transport {
   async start(sink: MessageSink): Promise<void> {
     this.sink = sink;
     // Connection failures are retried in the background; readiness reports them meanwhile.
-    this.publisher.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis publisher not connected yet'));
-    this.historyReader.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis history reader not connected yet'));
-    this.subscriber.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis subscriber not connected yet'));
+    this.publisher
+      .connect()
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'redis publisher not connected yet'));
+    this.historyReader
+      .connect()
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'redis history reader not connected yet'));
+    this.subscriber
+      .connect()
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'redis subscriber not connected yet'));
     const interval = this.options.livenessIntervalMs ?? 5000;
     this.livenessTimer = setInterval(() => {
       void this.probe(interval);

@@ -134,7 +134,6 @@ export function validateEvent(buf: Buffer, maxBytes: number): Rejected | undefin
   return 'ok' in checked ? checked : undefined;
 }
 
-
 /**
  * Webhook bodies are the event itself with an extra top-level "user_id". The member is cut
  * out of the bytes (with its separating comma) so the delivered event is otherwise exact.

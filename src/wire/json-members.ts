@@ -86,7 +86,9 @@ function skipValue(buf: Uint8Array, pos: number): number {
 function decodeKey(buf: Uint8Array, start: number, end: number): string {
   const raw = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
   // Keys without escapes (nearly all of them) decode without the JSON parser.
-  return raw.includes(BACKSLASH) ? (JSON.parse(raw.toString('utf8')) as string) : raw.toString('utf8', 1, raw.length - 1);
+  return raw.includes(BACKSLASH)
+    ? (JSON.parse(raw.toString('utf8')) as string)
+    : raw.toString('utf8', 1, raw.length - 1);
 }
 
 /**

@@ -21,8 +21,12 @@ import {
 const compose = readYaml('docker-compose.yml');
 const services = compose.services as Record<string, Obj>;
 const packageVersion = (JSON.parse(readText('package.json')) as { version: string }).version;
-const hubImage = splitImage(findResource(kustomize(repoPath('k8s/base')), 'Deployment', 'ssehub').spec.template.spec.containers[0].image);
-const hubServices = Object.entries(services).filter(([, s]) => splitImage(String(s.image ?? '')).name === hubImage.name);
+const hubImage = splitImage(
+  findResource(kustomize(repoPath('k8s/base')), 'Deployment', 'ssehub').spec.template.spec.containers[0].image,
+);
+const hubServices = Object.entries(services).filter(
+  ([, s]) => splitImage(String(s.image ?? '')).name === hubImage.name,
+);
 const hubNames = hubServices.map(([name]) => name);
 
 function envOf(service: Obj): Record<string, string> {
@@ -74,14 +78,19 @@ describe('docker-compose.yml', () => {
     expect(String(services.postgres?.image)).toMatch(/^postgres:/);
     for (const [name, service] of Object.entries(services)) {
       const deps = Array.isArray(service.depends_on) ? service.depends_on : Object.keys(service.depends_on ?? {});
-      for (const dep of deps as string[]) expect({ name, dep, exists: dep in services }).toEqual({ name, dep, exists: true });
+      for (const dep of deps as string[])
+        expect({ name, dep, exists: dep in services }).toEqual({ name, dep, exists: true });
     }
   });
 
   it('sets only variables the hub reads on hub containers', () => {
     for (const [name, service] of hubServices) {
       for (const key of Object.keys(envOf(service))) {
-        expect({ service: name, key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({ service: name, key, known: true });
+        expect({ service: name, key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({
+          service: name,
+          key,
+          known: true,
+        });
       }
       expect(service.env_file).toBeUndefined();
     }
@@ -115,7 +124,8 @@ describe('docker-compose.yml', () => {
     for (const name of hubNames) {
       // Compose merges an override's environment and depends_on into the base service's.
       const env = { ...envOf(services[name] as Obj), ...envOf(override[name] as Obj) };
-      for (const key of Object.keys(env)) expect({ key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({ key, known: true });
+      for (const key of Object.keys(env))
+        expect({ key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({ key, known: true });
       const config = loadConfig(env);
       expect(config.transport).toBe('postgres');
       const url = new URL(config.databaseUrl as string);

@@ -3,7 +3,9 @@ import { parseExposition, readText, startHub, type LiveHub, type Obj, type Scrap
 
 const dashboard = JSON.parse(readText('deploy/grafana/dashboards/ssehub.json')) as Obj;
 const panels = (dashboard.panels as Obj[]).filter((p) => p.type !== 'row');
-const expressions = panels.flatMap((p) => ((p.targets ?? []) as Obj[]).map((t) => ({ panel: p.title as string, expr: t.expr as string })));
+const expressions = panels.flatMap((p) =>
+  ((p.targets ?? []) as Obj[]).map((t) => ({ panel: p.title as string, expr: t.expr as string })),
+);
 const variableQueries = ((dashboard.templating?.list ?? []) as Obj[])
   .filter((v) => v.type === 'query')
   .map((v) => ({ panel: `variable ${v.name}`, expr: (v.query?.query ?? v.query) as string }));
@@ -12,11 +14,52 @@ const variableQueries = ((dashboard.templating?.list ?? []) as Obj[])
 const TARGET_LABELS = new Set(['job', 'instance', 'namespace', 'pod', 'service', 'container', 'endpoint']);
 
 const PROMQL_WORDS = new Set([
-  'sum', 'min', 'max', 'avg', 'count', 'stddev', 'stdvar', 'topk', 'bottomk', 'quantile', 'count_values', 'group',
-  'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'and', 'or', 'unless', 'bool', 'offset',
-  'rate', 'irate', 'increase', 'delta', 'idelta', 'deriv', 'histogram_quantile', 'abs', 'clamp_min', 'clamp_max',
-  'max_over_time', 'min_over_time', 'avg_over_time', 'sum_over_time', 'changes', 'resets', 'time', 'vector', 'scalar',
-  'label_values', 'e', 'inf', 'nan',
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'count',
+  'stddev',
+  'stdvar',
+  'topk',
+  'bottomk',
+  'quantile',
+  'count_values',
+  'group',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'rate',
+  'irate',
+  'increase',
+  'delta',
+  'idelta',
+  'deriv',
+  'histogram_quantile',
+  'abs',
+  'clamp_min',
+  'clamp_max',
+  'max_over_time',
+  'min_over_time',
+  'avg_over_time',
+  'sum_over_time',
+  'changes',
+  'resets',
+  'time',
+  'vector',
+  'scalar',
+  'label_values',
+  'e',
+  'inf',
+  'nan',
 ]);
 
 interface Query {
@@ -39,14 +82,24 @@ function analyse(expr: string): Query {
     return ' ';
   });
   rest = rest.replace(/\b(by|without|on|ignoring)\s*\(([^)]*)\)/g, (_, __, inner: string) => {
-    labels.push(...inner.split(',').map((l) => l.trim()).filter((l) => l !== ''));
+    labels.push(
+      ...inner
+        .split(',')
+        .map((l) => l.trim())
+        .filter((l) => l !== ''),
+    );
     return ' ';
   });
-  rest = rest.replace(/label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)/g, (_, metric: string, label: string) => {
-    labels.push(label);
-    return ` ${metric} `;
-  });
-  const metrics = [...rest.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*/g)].map((m) => m[0]).filter((w) => !PROMQL_WORDS.has(w) && w !== 'x');
+  rest = rest.replace(
+    /label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)/g,
+    (_, metric: string, label: string) => {
+      labels.push(label);
+      return ` ${metric} `;
+    },
+  );
+  const metrics = [...rest.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*/g)]
+    .map((m) => m[0])
+    .filter((w) => !PROMQL_WORDS.has(w) && w !== 'x');
   return { metrics, labels };
 }
 
@@ -111,7 +164,10 @@ describe('Grafana dashboard deploy/grafana/dashboards/ssehub.json', () => {
       // rate() and increase() only make sense on counters (and histogram buckets).
       for (const m of expr.matchAll(/\b(?:rate|increase)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)/g)) {
         const name = m[1] as string;
-        expect({ name, type: scraped.get(name)?.type }).toEqual({ name, type: expect.stringMatching(/^(counter|histogram)$/) });
+        expect({ name, type: scraped.get(name)?.type }).toEqual({
+          name,
+          type: expect.stringMatching(/^(counter|histogram)$/),
+        });
       }
     }
   });

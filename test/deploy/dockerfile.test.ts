@@ -74,7 +74,9 @@ describe('Dockerfile', () => {
     expect(runs.some((r) => /\bnpm (ci|install)\b/.test(r) && /--omit=dev\b/.test(r))).toBe(true);
     expect(runs.some((r) => /\bnpm (ci|install)\b(?!.*--omit=dev)/.test(r))).toBe(false);
     // Sources are compiled in the build stage, never shipped.
-    expect(instructions(finalStage, 'COPY').some((c) => /(^|\s)src\b/.test(c.args) && !c.args.includes('--from='))).toBe(false);
+    expect(
+      instructions(finalStage, 'COPY').some((c) => /(^|\s)src\b/.test(c.args) && !c.args.includes('--from=')),
+    ).toBe(false);
   });
 
   it('runs as a numeric non-root user with NODE_ENV=production', () => {
@@ -113,7 +115,10 @@ describe('Dockerfile', () => {
     const argv = healthcheckArgv();
     const hub = await startHub();
     try {
-      const ok = await run(argv[0] as string, argv.slice(1), { env: { ...process.env, PORT: String(hub.port) }, timeout: 10_000 });
+      const ok = await run(argv[0] as string, argv.slice(1), {
+        env: { ...process.env, PORT: String(hub.port) },
+        timeout: 10_000,
+      });
       expect(ok.stderr).toBe('');
     } finally {
       await hub.close();
@@ -140,6 +145,7 @@ function ignores(pattern: string, path: string): boolean {
       .replace(/\*\*/g, '\u0000')
       .replace(/\*/g, '[^/]*')
       .replace(/\?/g, '[^/]')
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL stands in for "**" while single "*" is rewritten
       .replace(/\u0000/g, '.*')}(/.*)?$`,
   );
   return regex.test(path);
@@ -152,7 +158,13 @@ describe('.dockerignore', () => {
     .filter((l) => l !== '' && !l.startsWith('#'));
 
   it('keeps local builds, dependencies, VCS data and tests out of the context', () => {
-    for (const path of ['node_modules/jose/package.json', 'dist/main.js', '.git/HEAD', 'test/deploy/helpers.ts', 'README.md']) {
+    for (const path of [
+      'node_modules/jose/package.json',
+      'dist/main.js',
+      '.git/HEAD',
+      'test/deploy/helpers.ts',
+      'README.md',
+    ]) {
       expect({ path, ignored: patterns.some((p) => ignores(p, path)) }).toEqual({ path, ignored: true });
     }
   });

@@ -54,7 +54,10 @@ const STREAM_OF_PATH = new Map<string, StreamKind>(
 
 /** Fenced code blocks with their language. */
 function codeBlocks(markdown: string): Array<{ lang: string; code: string }> {
-  return [...markdown.matchAll(/```(\w*)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1] as string, code: m[2] as string }));
+  return [...markdown.matchAll(/```(\w*)\n([\s\S]*?)```/g)].map((m) => ({
+    lang: m[1] as string,
+    code: m[2] as string,
+  }));
 }
 
 /** The `node -e "..." args` commands in a text, as argv after `node`. */
@@ -78,22 +81,31 @@ describe('README deployment sections', () => {
   });
 
   it('are the two sections, in order', () => {
-    expect([...docs.matchAll(/^## (.+)$/gm)].map((m) => m[1])).toEqual(['Run with Docker Compose', 'Deploy on Kubernetes']);
+    expect([...docs.matchAll(/^## (.+)$/gm)].map((m) => m[1])).toEqual([
+      'Run with Docker Compose',
+      'Deploy on Kubernetes',
+    ]);
     expect(docs).not.toMatch(/^# /m);
   });
 
   it('names only files and directories that exist', () => {
     const paths = new Set(
-      [...docs.matchAll(/`((?:k8s|deploy|examples|docs)\/[^`\s]*|Dockerfile|docker-compose\.yml)`/g)].map((m) => m[1] as string),
+      [...docs.matchAll(/`((?:k8s|deploy|examples|docs)\/[^`\s]*|Dockerfile|docker-compose\.yml)`/g)].map(
+        (m) => m[1] as string,
+      ),
     );
     expect(paths.size).toBeGreaterThan(10);
     for (const path of paths) expect({ path, exists: existsSync(repoPath(path)) }).toEqual({ path, exists: true });
-    for (const m of docs.matchAll(/kubectl apply -k ([^\s`]+)/g)) expect(existsSync(repoPath(m[1] as string, 'kustomization.yaml'))).toBe(true);
+    for (const m of docs.matchAll(/kubectl apply -k ([^\s`]+)/g))
+      expect(existsSync(repoPath(m[1] as string, 'kustomization.yaml'))).toBe(true);
   });
 
   it('names only compose services that exist and host ports that compose publishes', () => {
-    for (const m of docs.matchAll(/docker compose (?:exec|restart)(?: -T)? ([a-z0-9-]+)/g)) expect(Object.keys(services)).toContain(m[1]);
-    const published = Object.values(services).flatMap((s) => ((s.ports ?? []) as string[]).map((p) => Number(p.split(':')[0])));
+    for (const m of docs.matchAll(/docker compose (?:exec|restart)(?: -T)? ([a-z0-9-]+)/g))
+      expect(Object.keys(services)).toContain(m[1]);
+    const published = Object.values(services).flatMap((s) =>
+      ((s.ports ?? []) as string[]).map((p) => Number(p.split(':')[0])),
+    );
     for (const m of docs.matchAll(/localhost:(\d+)/g)) expect(published).toContain(Number(m[1]));
     for (const m of docs.matchAll(/`(ssehub-\d):(\d+)`/g)) {
       expect(services[m[1] as string]).toBeDefined();
@@ -103,7 +115,9 @@ describe('README deployment sections', () => {
   });
 
   it('names only variables the hub reads', () => {
-    const names = new Set([...docs.matchAll(/\b(SSEHUB_[A-Z_]+|REDIS_URL|NODE_ENV|LOG_LEVEL|DATABASE_URL)\b/g)].map((m) => m[1] as string));
+    const names = new Set(
+      [...docs.matchAll(/\b(SSEHUB_[A-Z_]+|REDIS_URL|NODE_ENV|LOG_LEVEL|DATABASE_URL)\b/g)].map((m) => m[1] as string),
+    );
     for (const name of names) expect({ name, known: CONFIG_VARIABLE_SET.has(name) }).toEqual({ name, known: true });
   });
 
@@ -131,7 +145,11 @@ describe('README deployment sections', () => {
         timeout: 10_000,
       });
       const principal = await verifier.verify(stdout.trim());
-      expect({ line, user: principal.userId, roles: [...principal.roles] }).toEqual({ line, user: args[0], roles: args.slice(1) });
+      expect({ line, user: principal.userId, roles: [...principal.roles] }).toEqual({
+        line,
+        user: args[0],
+        roles: args.slice(1),
+      });
     }
   });
 
@@ -154,12 +172,19 @@ describe('README deployment sections', () => {
     const deployment = findResource(resources, 'Deployment', 'ssehub');
     const container = deployment.spec.template.spec.containers[0] as Obj;
     const secretExample = readYaml('k8s/overlays/production/secret.example.yaml');
-    const config = loadConfig({ ...findResource(resources, 'ConfigMap', 'ssehub-config').data, ...secretExample.stringData });
-    expect(flat).toContain(`\`terminationGracePeriodSeconds\` is ${deployment.spec.template.spec.terminationGracePeriodSeconds}`);
+    const config = loadConfig({
+      ...findResource(resources, 'ConfigMap', 'ssehub-config').data,
+      ...secretExample.stringData,
+    });
+    expect(flat).toContain(
+      `\`terminationGracePeriodSeconds\` is ${deployment.spec.template.spec.terminationGracePeriodSeconds}`,
+    );
     expect(flat).toContain(`\`preStop\` sleeps ${container.lifecycle.preStop.sleep.seconds} s`);
     expect(flat).toContain(`\`SSEHUB_DRAIN_MS\` (${config.drainMs / 1000} s)`);
     expect(flat).toContain(`\`SSEHUB_HEARTBEAT_MS\`, ${config.heartbeatMs / 1000} s`);
-    expect(flat).toContain(`The container port is \`${container.ports[0].containerPort}\`, named \`${container.ports[0].name}\``);
+    expect(flat).toContain(
+      `The container port is \`${container.ports[0].containerPort}\`, named \`${container.ports[0].name}\``,
+    );
     expect(flat).toContain(`\`maxSurge: ${deployment.spec.strategy.rollingUpdate.maxSurge}\``);
     const hpa = findResource(resources, 'HorizontalPodAutoscaler', 'ssehub');
     const window = hpa.spec.behavior.scaleDown.stabilizationWindowSeconds as number;
@@ -186,7 +211,9 @@ describe('README deployment sections', () => {
       components: ['../../components/autoscaling-keda'],
     });
     // Relative to a sibling of the production overlay, the paths resolve.
-    expect(existsSync(join(repoPath('k8s/overlays/production'), '..', '..', 'components', 'autoscaling-keda'))).toBe(true);
+    expect(existsSync(join(repoPath('k8s/overlays/production'), '..', '..', 'components', 'autoscaling-keda'))).toBe(
+      true,
+    );
   });
 });
 
@@ -214,7 +241,8 @@ describe('examples', () => {
     try {
       for (const prefix of prefixes) {
         const keys: string[] = [];
-        for await (const batch of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) keys.push(...(batch as string[]));
+        for await (const batch of redis.scanStream({ match: `${prefix}:*`, count: 1000 }))
+          keys.push(...(batch as string[]));
         if (keys.length > 0) await redis.del(...keys);
       }
     } finally {
@@ -234,7 +262,10 @@ describe('examples', () => {
    * those exact arguments to the real Redis: the reply must be a valid id, the user's history must
    * hold the event's bytes under that id, and subscribers of <prefix>:<kind> must get the envelope.
    */
-  async function replay(command: string[], expected: { kind: string; userId: string; prefix: string; event: object }): Promise<string> {
+  async function replay(
+    command: string[],
+    expected: { kind: string; userId: string; prefix: string; event: object },
+  ): Promise<string> {
     const { kind, userId, prefix, event } = expected;
     expect(command.slice(0, 5)).toEqual(['FCALL', PUBLISH_FUNCTION, '0', kind, userId]);
     expect(command.slice(6)).toEqual([prefix]);
@@ -253,7 +284,9 @@ describe('examples', () => {
       expect({ id, parsed: parsed !== undefined }).toEqual({ id, parsed: true });
       const { epoch, ms, seq } = parsed as EventId;
       expect(await redis.get(`${prefix}:epoch`)).toBe(epoch);
-      expect(await redis.xrange(`${prefix}:h:${userId}`, '-', '+')).toEqual([[`${ms}-${seq}`, ['k', kind, 'e', eventJson]]]);
+      expect(await redis.xrange(`${prefix}:h:${userId}`, '-', '+')).toEqual([
+        [`${ms}-${seq}`, ['k', kind, 'e', eventJson]],
+      ]);
 
       for (const deadline = Date.now() + 5000; messages.length === 0 && Date.now() < deadline; ) {
         await new Promise((resolve) => setTimeout(resolve, 10));
@@ -274,14 +307,21 @@ describe('examples', () => {
       const row = new RegExp(`^\\| \`${kind}\`\\s*\\|([^|]+)\\|`, 'm').exec(readme);
       const paths = [...(row?.[1] ?? '').matchAll(/`([^`]+)`/g)].map((m) => m[1] as string);
       const streams = paths.map((p) => STREAM_OF_PATH.get(p));
-      expect({ kind, streams: streams.sort() }).toEqual({ kind, streams: routesFor(kind).map((r) => r.stream).sort() });
+      expect({ kind, streams: streams.sort() }).toEqual({
+        kind,
+        streams: routesFor(kind)
+          .map((r) => r.stream)
+          .sort(),
+      });
     }
   });
 
   it('README shows the FCALL form the function library defines', () => {
     const readme = readText('examples/README.md');
     expect(readme).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> <prefix>`);
-    expect(readText('src/transport/redis-library.ts')).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> [<prefix>]`);
+    expect(readText('src/transport/redis-library.ts')).toContain(
+      `FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> [<prefix>]`,
+    );
     expect(readme).toContain(`\`${DEFAULT_PREFIX}\` when left out`);
   });
 
@@ -299,7 +339,11 @@ describe('examples', () => {
     for (const prefix of [undefined, examplePrefix()]) {
       const env: Record<string, string> = { PATH: process.env.PATH ?? '' };
       if (prefix) env.SSEHUB_CHANNEL_PREFIX = prefix;
-      const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env, timeout: 10_000 });
+      const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: ROOT,
+        env,
+        timeout: 10_000,
+      });
       const { id, calls } = JSON.parse(stdout) as { id: string; calls: unknown[][] };
       expect(id).toBe('0:1-1');
       expect(calls).toHaveLength(1);
@@ -326,7 +370,10 @@ describe('examples', () => {
     const entries = await redis.xrange(`${prefix}:h:dave`, '-', '+');
     expect(entries.map(([entryId]) => entryId)).toEqual([`${ms}-${seq}`]);
     const fields = (entries[0] as [string, string[]])[1];
-    expect(JSON.parse(fields[fields.indexOf('e') + 1] as string)).toMatchObject({ type: 'TEXT_MESSAGE_CONTENT', delta: 'hello dave' });
+    expect(JSON.parse(fields[fields.indexOf('e') + 1] as string)).toMatchObject({
+      type: 'TEXT_MESSAGE_CONTENT',
+      delta: 'hello dave',
+    });
   });
 
   const python = ((): boolean => {
@@ -338,52 +385,62 @@ describe('examples', () => {
     }
   })();
 
-  (python ? it : it.skip)('Python: publishes with FCALL, which the real Redis accepts, and returns the id (redis module stubbed, call replayed)', async () => {
-    const prefix = examplePrefix();
-    const script = [
-      'import importlib.util, json, os, sys, types',
-      "stub = types.ModuleType('redis')",
-      'class Redis: pass',
-      'stub.Redis = Redis',
-      "sys.modules['redis'] = stub",
-      "spec = importlib.util.spec_from_file_location('publish', 'examples/python/publish.py')",
-      'mod = importlib.util.module_from_spec(spec)',
-      'spec.loader.exec_module(mod)',
-      'calls = []',
-      'class Fake:',
-      '    """Records whatever method the example calls; answers as redis-py does (bytes)."""',
-      '    def __getattr__(self, method):',
-      '        def record(*args):',
-      '            calls.append([method, *args])',
-      "            return b'0:1-1'",
-      '        return record',
-      'ids = []',
-      "event = {'kind': 'task', 'id': 't1', 'text': 'h\\u00e9'}",
-      "os.environ.pop('SSEHUB_CHANNEL_PREFIX', None)",
-      "ids.append(mod.publish(Fake(), 'a2a', 'bob', event))",
-      "os.environ['SSEHUB_CHANNEL_PREFIX'] = sys.argv[1]",
-      "ids.append(mod.publish(Fake(), 'a2a', 'bob', event))",
-      'try:',
-      "    mod.publish(Fake(), 'bogus', 'bob', {})",
-      "    calls.append(['accepted bogus kind'])",
-      'except ValueError:',
-      '    pass',
-      "print(json.dumps({'ids': ids, 'calls': calls}))",
-    ].join('\n');
-    const { stdout } = await run('python3', ['-c', script, prefix], {
-      cwd: ROOT,
-      // No __pycache__ next to the example.
-      env: { PATH: process.env.PATH ?? '', PYTHONDONTWRITEBYTECODE: '1' },
-      timeout: 10_000,
-    });
-    const { ids, calls } = JSON.parse(stdout) as { ids: unknown[]; calls: unknown[][] };
-    expect(ids).toEqual(['0:1-1', '0:1-1']);
-    expect(calls).toHaveLength(2);
-    expect(asCommand(calls[0] as unknown[]).slice(-1)).toEqual([DEFAULT_PREFIX]);
-    await replay(asCommand(calls[1] as unknown[]), { kind: 'a2a', userId: 'bob', prefix, event: { kind: 'task', id: 't1', text: 'hé' } });
-    // The module docstring's one-line form is the documented contract.
-    expect(readText('examples/python/publish.py')).toContain(`r.fcall("${PUBLISH_FUNCTION}", 0, kind, user_id, json.dumps(event), prefix)`);
-  });
+  (python ? it : it.skip)(
+    'Python: publishes with FCALL, which the real Redis accepts, and returns the id (redis module stubbed, call replayed)',
+    async () => {
+      const prefix = examplePrefix();
+      const script = [
+        'import importlib.util, json, os, sys, types',
+        "stub = types.ModuleType('redis')",
+        'class Redis: pass',
+        'stub.Redis = Redis',
+        "sys.modules['redis'] = stub",
+        "spec = importlib.util.spec_from_file_location('publish', 'examples/python/publish.py')",
+        'mod = importlib.util.module_from_spec(spec)',
+        'spec.loader.exec_module(mod)',
+        'calls = []',
+        'class Fake:',
+        '    """Records whatever method the example calls; answers as redis-py does (bytes)."""',
+        '    def __getattr__(self, method):',
+        '        def record(*args):',
+        '            calls.append([method, *args])',
+        "            return b'0:1-1'",
+        '        return record',
+        'ids = []',
+        "event = {'kind': 'task', 'id': 't1', 'text': 'h\\u00e9'}",
+        "os.environ.pop('SSEHUB_CHANNEL_PREFIX', None)",
+        "ids.append(mod.publish(Fake(), 'a2a', 'bob', event))",
+        "os.environ['SSEHUB_CHANNEL_PREFIX'] = sys.argv[1]",
+        "ids.append(mod.publish(Fake(), 'a2a', 'bob', event))",
+        'try:',
+        "    mod.publish(Fake(), 'bogus', 'bob', {})",
+        "    calls.append(['accepted bogus kind'])",
+        'except ValueError:',
+        '    pass',
+        "print(json.dumps({'ids': ids, 'calls': calls}))",
+      ].join('\n');
+      const { stdout } = await run('python3', ['-c', script, prefix], {
+        cwd: ROOT,
+        // No __pycache__ next to the example.
+        env: { PATH: process.env.PATH ?? '', PYTHONDONTWRITEBYTECODE: '1' },
+        timeout: 10_000,
+      });
+      const { ids, calls } = JSON.parse(stdout) as { ids: unknown[]; calls: unknown[][] };
+      expect(ids).toEqual(['0:1-1', '0:1-1']);
+      expect(calls).toHaveLength(2);
+      expect(asCommand(calls[0] as unknown[]).slice(-1)).toEqual([DEFAULT_PREFIX]);
+      await replay(asCommand(calls[1] as unknown[]), {
+        kind: 'a2a',
+        userId: 'bob',
+        prefix,
+        event: { kind: 'task', id: 't1', text: 'hé' },
+      });
+      // The module docstring's one-line form is the documented contract.
+      expect(readText('examples/python/publish.py')).toContain(
+        `r.fcall("${PUBLISH_FUNCTION}", 0, kind, user_id, json.dumps(event), prefix)`,
+      );
+    },
+  );
 
   it('shell: redis-cli FCALL and curl send what Redis and the hub accept (tools stubbed, calls replayed)', async () => {
     const bin = mkdtempSync(join(tmpdir(), 'ssehub-shell-'));
@@ -406,7 +463,10 @@ describe('examples', () => {
         },
         timeout: 10_000,
       });
-      const args = (tool: string): string[] => readFileSync(join(bin, `${tool}.args`), 'utf8').split('\0').slice(0, -1);
+      const args = (tool: string): string[] =>
+        readFileSync(join(bin, `${tool}.args`), 'utf8')
+          .split('\0')
+          .slice(0, -1);
 
       const redisArgs = args('redis-cli');
       expect(redisArgs.slice(0, 2)).toEqual(['-u', 'redis://redis.test:6379']);
@@ -425,14 +485,19 @@ describe('examples', () => {
       const real = await mintToken('carol', { secret: hub.secret });
       const res = await fetch(url, {
         method: 'POST',
-        headers: { ...Object.fromEntries(headers.map((h) => h.split(/:\s*/, 2) as [string, string])), Authorization: `Bearer ${real}` },
+        headers: {
+          ...Object.fromEntries(headers.map((h) => h.split(/:\s*/, 2) as [string, string])),
+          Authorization: `Bearer ${real}`,
+        },
         body,
       });
       expect(res.status).toBe(202);
       const answer = (await res.json()) as { status: string; id: string };
       expect(parseEventId(answer.id)).toBeDefined();
       // The script's comment shows the answer's shape.
-      expect(readText('examples/shell/publish.sh')).toContain(`202 {"status":"${answer.status}","id":"<epoch>:<ms>-<seq>",...}`);
+      expect(readText('examples/shell/publish.sh')).toContain(
+        `202 {"status":"${answer.status}","id":"<epoch>:<ms>-<seq>",...}`,
+      );
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }
@@ -440,7 +505,11 @@ describe('examples', () => {
 
   it('shell: refuses to run with nothing to do', async () => {
     await expect(
-      run('sh', [repoPath('examples/shell/publish.sh')], { cwd: ROOT, env: { PATH: process.env.PATH ?? '' }, timeout: 10_000 }),
+      run('sh', [repoPath('examples/shell/publish.sh')], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '' },
+        timeout: 10_000,
+      }),
     ).rejects.toMatchObject({ code: 2 });
   });
 

@@ -299,7 +299,8 @@ function build(dir: string, k: Kustomization, base: Obj[]): Obj[] {
   }
   for (const component of (k.components ?? []).map((c) => resolve(dir, c))) {
     const ck = readKustomization(component);
-    if (ck.kind !== 'Component') throw new Error(`${component} is used as a component but its kind is ${String(ck.kind)}`);
+    if (ck.kind !== 'Component')
+      throw new Error(`${component} is used as a component but its kind is ${String(ck.kind)}`);
     resources = build(component, ck, resources);
   }
   runGenerators(dir, k, resources);
@@ -509,7 +510,9 @@ export function parseExposition(text: string): Map<string, ScrapedMetric> {
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s/.exec(line);
     if (!m) throw new Error(`cannot read exposition line: ${line}`);
     const name = m[1] as string;
-    const family = [...types.keys()].find((t) => name === t || /^_(bucket|sum|count)$/.test(name.slice(t.length)) && name.startsWith(t));
+    const family = [...types.keys()].find(
+      (t) => name === t || (/^_(bucket|sum|count)$/.test(name.slice(t.length)) && name.startsWith(t)),
+    );
     const entry = samples.get(name) ?? { type: types.get(family ?? name) ?? 'untyped', labels: new Set<string>() };
     for (const pair of (m[3] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="/g)) entry.labels.add(pair[1] as string);
     samples.set(name, entry);

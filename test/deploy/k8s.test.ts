@@ -56,7 +56,8 @@ const renders: Render[] = [
 const deployable = renders.filter((r) => r.name !== 'base');
 
 const ops = routerPaths('src/http/ops.ts');
-const hubSelector = (r: Obj[]): Record<string, string> => findResource(r, 'Deployment', 'ssehub').spec.selector.matchLabels;
+const _hubSelector = (r: Obj[]): Record<string, string> =>
+  findResource(r, 'Deployment', 'ssehub').spec.selector.matchLabels;
 
 function kustomizationDirs(dir: string): string[] {
   const out: string[] = [];
@@ -96,9 +97,11 @@ function containerEnv(resources: Obj[], container: Obj): Record<string, string> 
     if (from.configMapRef) {
       Object.assign(env, findResource(resources, 'ConfigMap', from.configMapRef.name).data);
     } else if (from.secretRef) {
-      const secret = resources.find((r) => r.kind === 'Secret' && r.metadata.name === from.secretRef.name) ?? secretExample;
+      const secret =
+        resources.find((r) => r.kind === 'Secret' && r.metadata.name === from.secretRef.name) ?? secretExample;
       expect(secret.metadata.name).toBe(from.secretRef.name);
-      for (const [k, v] of Object.entries((secret.data ?? {}) as Record<string, string>)) env[k] = Buffer.from(v, 'base64').toString();
+      for (const [k, v] of Object.entries((secret.data ?? {}) as Record<string, string>))
+        env[k] = Buffer.from(v, 'base64').toString();
       Object.assign(env, secret.stringData);
     }
   }
@@ -116,30 +119,44 @@ describe('kustomizations', () => {
     expect(readdirSync(COMPONENTS).sort()).toEqual(['autoscaling-keda', 'gateway-api', 'ingress-nginx', 'monitoring']);
   });
 
-  it.each(dirs.map((d) => [relative(K8S, d), d]))('%s references files that exist and no deprecated fields', (_, dir) => {
-    const k = readKustomization(dir);
-    const isComponent = dir.startsWith(COMPONENTS);
-    expect(k.apiVersion).toBe(isComponent ? 'kustomize.config.k8s.io/v1alpha1' : 'kustomize.config.k8s.io/v1beta1');
-    expect(k.kind).toBe(isComponent ? 'Component' : 'Kustomization');
-    for (const deprecated of ['commonLabels', 'patchesStrategicMerge', 'patchesJson6902', 'bases', 'vars', 'imageTags']) {
-      expect(k[deprecated]).toBeUndefined();
-    }
-    const referenced = [
-      ...(k.resources ?? []),
-      ...(k.components ?? []),
-      ...(k.patches ?? []).flatMap((p) => (p.path ? [p.path] : [])),
-      ...[...(k.configMapGenerator ?? []), ...(k.secretGenerator ?? [])].flatMap((g) => [
-        ...(g.envs ?? []),
-        ...(g.files ?? []).map((f) => f.split('=').pop() as string),
-      ]),
-    ];
-    for (const ref of referenced) {
-      const path = resolve(dir, ref);
-      expect({ ref, exists: existsSync(path), inside: path.startsWith(K8S) }).toEqual({ ref, exists: true, inside: true });
-    }
-    for (const c of k.components ?? []) expect(readKustomization(resolve(dir, c)).kind).toBe('Component');
-    for (const l of k.labels ?? []) expect(l.includeSelectors).toBe(false);
-  });
+  it.each(dirs.map((d) => [relative(K8S, d), d]))(
+    '%s references files that exist and no deprecated fields',
+    (_, dir) => {
+      const k = readKustomization(dir);
+      const isComponent = dir.startsWith(COMPONENTS);
+      expect(k.apiVersion).toBe(isComponent ? 'kustomize.config.k8s.io/v1alpha1' : 'kustomize.config.k8s.io/v1beta1');
+      expect(k.kind).toBe(isComponent ? 'Component' : 'Kustomization');
+      for (const deprecated of [
+        'commonLabels',
+        'patchesStrategicMerge',
+        'patchesJson6902',
+        'bases',
+        'vars',
+        'imageTags',
+      ]) {
+        expect(k[deprecated]).toBeUndefined();
+      }
+      const referenced = [
+        ...(k.resources ?? []),
+        ...(k.components ?? []),
+        ...(k.patches ?? []).flatMap((p) => (p.path ? [p.path] : [])),
+        ...[...(k.configMapGenerator ?? []), ...(k.secretGenerator ?? [])].flatMap((g) => [
+          ...(g.envs ?? []),
+          ...(g.files ?? []).map((f) => f.split('=').pop() as string),
+        ]),
+      ];
+      for (const ref of referenced) {
+        const path = resolve(dir, ref);
+        expect({ ref, exists: existsSync(path), inside: path.startsWith(K8S) }).toEqual({
+          ref,
+          exists: true,
+          inside: true,
+        });
+      }
+      for (const c of k.components ?? []) expect(readKustomization(resolve(dir, c)).kind).toBe('Component');
+      for (const l of k.labels ?? []) expect(l.includeSelectors).toBe(false);
+    },
+  );
 
   it('uses every YAML file under k8s/ (or documents why not)', () => {
     const used = new Set<string>([PRODUCTION_SECRET_EXAMPLE]);
@@ -237,7 +254,8 @@ describe.each(renders.map((r) => [r.name, r] as const))('rendered %s', (_, rende
     const container = hubContainer(resources);
     const env = containerEnv(resources, container);
     expect(Object.keys(env).length).toBeGreaterThan(0);
-    for (const key of Object.keys(env)) expect({ key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({ key, known: true });
+    for (const key of Object.keys(env))
+      expect({ key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({ key, known: true });
     for (const cm of resources.filter((r) => r.kind === 'ConfigMap' || r.kind === 'Secret')) {
       for (const key of Object.keys({ ...cm.data, ...cm.stringData })) {
         expect({ key, known: CONFIG_VARIABLE_SET.has(key) }).toEqual({ key, known: true });
@@ -270,7 +288,9 @@ describe.each(renders.map((r) => [r.name, r] as const))('rendered %s', (_, rende
     const autoscaler = autoscalers[0] as Obj;
     expect(autoscaler.spec.scaleTargetRef).toMatchObject({ kind: 'Deployment', name: deployment.metadata.name });
     const behavior =
-      autoscaler.kind === 'ScaledObject' ? autoscaler.spec.advanced.horizontalPodAutoscalerConfig.behavior : autoscaler.spec.behavior;
+      autoscaler.kind === 'ScaledObject'
+        ? autoscaler.spec.advanced.horizontalPodAutoscalerConfig.behavior
+        : autoscaler.spec.behavior;
     expect(behavior.scaleDown.stabilizationWindowSeconds).toBeGreaterThanOrEqual(900);
     if (autoscaler.kind === 'HorizontalPodAutoscaler') expect(autoscaler.apiVersion).toBe('autoscaling/v2');
 
@@ -299,7 +319,8 @@ describe.each(renders.map((r) => [r.name, r] as const))('rendered %s', (_, rende
     const service = findResource(resources, 'Service', 'ssehub');
     const servicePorts = service.spec.ports as Obj[];
     const publicPaths = [...streamPaths(), ...EVENT_KINDS.map((k) => `/api/v1/webhook/${k}`)];
-    const underPrefix = (prefix: string, path: string): boolean => path === prefix || path.startsWith(`${prefix.replace(/\/$/, '')}/`);
+    const underPrefix = (prefix: string, path: string): boolean =>
+      path === prefix || path.startsWith(`${prefix.replace(/\/$/, '')}/`);
     for (const route of resources.filter((r) => r.kind === 'HTTPRoute')) {
       expect(route.apiVersion).toBe('gateway.networking.k8s.io/v1');
       for (const rule of route.spec.rules as Obj[]) {
@@ -309,7 +330,9 @@ describe.each(renders.map((r) => [r.name, r] as const))('rendered %s', (_, rende
           expect(servicePorts.find((p) => p.name === 'http')?.port).toBe(ref.port);
         }
       }
-      const prefixes = (route.spec.rules as Obj[]).flatMap((r) => (r.matches as Obj[]).map((m) => m.path.value as string));
+      const prefixes = (route.spec.rules as Obj[]).flatMap((r) =>
+        (r.matches as Obj[]).map((m) => m.path.value as string),
+      );
       for (const path of publicPaths) expect(prefixes.some((p) => underPrefix(p, path))).toBe(true);
       for (const path of ops) expect(prefixes.some((p) => underPrefix(p, path))).toBe(false);
     }
@@ -354,7 +377,12 @@ describe('overlays', () => {
     const redisService = findResource(dev, 'Service', new URL(env.REDIS_URL as string).hostname);
     const redis = findResource(dev, 'Deployment', 'redis');
     expect(matches(redisService.spec.selector, redis.spec.template.metadata.labels)).toBe(true);
-    expect(matches(redisService.spec.selector, hubContainer(dev) && findResource(dev, 'Deployment', 'ssehub').spec.template.metadata.labels)).toBe(false);
+    expect(
+      matches(
+        redisService.spec.selector,
+        hubContainer(dev) && findResource(dev, 'Deployment', 'ssehub').spec.template.metadata.labels,
+      ),
+    ).toBe(false);
     const redisPort = (redisService.spec.ports as Obj[])[0] as Obj;
     expect(Number(new URL(env.REDIS_URL as string).port)).toBe(redisPort.port);
     expect((redis.spec.template.spec.containers[0].ports as Obj[]).map((p) => p.name)).toContain(redisPort.targetPort);
@@ -447,7 +475,9 @@ const kubectl = ((): boolean => {
     try {
       const output = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 20_000 });
       const theirs = parseAllDocuments(output).map((d) => d.toJS() as Obj);
-      const generated = render.resources.filter((r) => r.kind === 'ConfigMap' || r.kind === 'Secret').map((r) => r.metadata.name as string);
+      const generated = render.resources
+        .filter((r) => r.kind === 'ConfigMap' || r.kind === 'Secret')
+        .map((r) => r.metadata.name as string);
       expect(normalize(theirs, generated)).toEqual(normalize(render.resources, []));
     } finally {
       if (temp) rmSync(temp, { recursive: true, force: true });

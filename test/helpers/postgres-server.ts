@@ -106,7 +106,16 @@ export class OwnPostgres {
     const pg = new OwnPostgres(await freePort());
     try {
       await run(pgBin('initdb'), [
-        '-D', pg.dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync',
+        '-D',
+        pg.dataDir,
+        '-U',
+        'postgres',
+        '-A',
+        'trust',
+        '-E',
+        'UTF8',
+        '--locale=C',
+        '--no-sync',
       ]);
       await pg.start();
     } catch (err) {
@@ -143,7 +152,8 @@ export class OwnPostgres {
         return;
       } catch (err) {
         await client.end().catch(() => undefined);
-        if (Date.now() > deadline) throw new Error(`postgres did not accept connections: ${(err as Error).message}\n${this.log()}`);
+        if (Date.now() > deadline)
+          throw new Error(`postgres did not accept connections: ${(err as Error).message}\n${this.log()}`);
         await new Promise((r) => setTimeout(r, 50));
       }
     }
@@ -205,7 +215,11 @@ export async function sqlPublish(
   userId: string | null,
   event: string | null,
 ): Promise<string> {
-  const result = await client.query<{ id: string }>(`SELECT "${schema}".publish($1, $2, $3) AS id`, [kind, userId, event]);
+  const result = await client.query<{ id: string }>(`SELECT "${schema}".publish($1, $2, $3) AS id`, [
+    kind,
+    userId,
+    event,
+  ]);
   const id = result.rows[0]?.id;
   if (typeof id !== 'string') throw new Error(`publish returned ${JSON.stringify(id)}`);
   return id;

@@ -82,7 +82,12 @@ export class ResumingClient {
     if (base === undefined) throw new Error('no replica to connect to');
     this.source = new EventSource(new URL(options.path, base), { fetch: this.balancedFetch });
     const record = (type: string) => (event: MessageEvent) => {
-      this.messages.push({ type, id: event.lastEventId, data: String(event.data), connection: this.connections.length - 1 });
+      this.messages.push({
+        type,
+        id: event.lastEventId,
+        data: String(event.data),
+        connection: this.connections.length - 1,
+      });
     };
     for (const type of ['message', 'reset', ...(options.extraEventTypes ?? [])]) {
       this.source.addEventListener(type, record(type));
@@ -94,7 +99,10 @@ export class ResumingClient {
   }
 
   /** The load balancer: first replica that takes the stream wins. */
-  private readonly balancedFetch = async (url: string | URL, init: EventSourceFetchInit): Promise<FetchLikeResponse> => {
+  private readonly balancedFetch = async (
+    url: string | URL,
+    init: EventSourceFetchInit,
+  ): Promise<FetchLikeResponse> => {
     const requested = new URL(url);
     const lastEventId = init.headers['Last-Event-ID'];
     let lastError: unknown = new Error('no replica available');
@@ -121,7 +129,7 @@ export class ResumingClient {
       if (res.status !== 200 || res.body === null) return res;
       this.connections.push({ replica: base, lastEventId, at: Date.now() });
       const prefix = new TextEncoder().encode(`retry:${this.options.reconnectMs ?? 100}\n\n`);
-      const body = { getReader: () => prefixedReader(prefix, res.body!.getReader() as ReaderLike) };
+      const body = { getReader: () => prefixedReader(prefix, res.body?.getReader() as ReaderLike) };
       return { body, url: res.url, status: res.status, redirected: res.redirected, headers: res.headers };
     }
     // A TypeError is what a failed network fetch throws; EventSource schedules a reconnect on it.

@@ -87,7 +87,7 @@ describe('two replicas over Redis', () => {
     }
   });
 
-  it('never shows one user another user\'s events', async () => {
+  it("never shows one user another user's events", async () => {
     const alice = await open(a, '/api/v1/stream/contexts', 'alice');
     const bob = await open(b, '/api/v1/stream/contexts', 'bob');
     await publish('agui', envelope('bob', '{"type":"FOR_BOB"}'));
@@ -105,10 +105,13 @@ describe('two replicas over Redis', () => {
     const a2a = await open(b, '/api/v1/stream/a2a', 'gold');
     const contexts = await open(a, '/api/v1/stream/contexts', 'gold');
     const analytics = await open(a, '/api/v1/analytics/stream', 'gold', ['admin']);
-    const aguiEvent = '{"type":"TEXT_MESSAGE_CONTENT","timestamp":"2026-11-21T10:00:00.123456789Z","messageId":"m1","delta":"h\\u00e9\\"llo","n":9007199254740993}';
-    const a2aEvent = '{"type":"TASK_STATUS_UPDATE","timestamp":"2026-11-21T10:00:01Z","taskId":"t","contextId":"c","state":"TASK_STATE_WORKING","unknownField":{"z":1,"a":[]}}';
+    const aguiEvent =
+      '{"type":"TEXT_MESSAGE_CONTENT","timestamp":"2026-11-21T10:00:00.123456789Z","messageId":"m1","delta":"h\\u00e9\\"llo","n":9007199254740993}';
+    const a2aEvent =
+      '{"type":"TASK_STATUS_UPDATE","timestamp":"2026-11-21T10:00:01Z","taskId":"t","contextId":"c","state":"TASK_STATE_WORKING","unknownField":{"z":1,"a":[]}}';
     const systemEvent = '{"type":"CONTEXT_CREATED","timestamp":"2026-11-21T10:00:02Z","contextId":"c","name":"Ctx"}';
-    const analyticsEvent = '{"type":"PAGE_VIEW","timestamp":"2026-11-21T10:00:03Z","session_id":"s","user_id":null,"page_url":"/","content_id":null,"referrer":null}';
+    const analyticsEvent =
+      '{"type":"PAGE_VIEW","timestamp":"2026-11-21T10:00:03Z","session_id":"s","user_id":null,"page_url":"/","content_id":null,"referrer":null}';
     await publish('agui', envelope('gold', aguiEvent));
     await publish('a2a', envelope('gold', a2aEvent));
     await publish('system', envelope('gold', systemEvent));
@@ -160,7 +163,9 @@ describe('two replicas over Redis', () => {
     };
     expect(await status('/api/v1/stream/agui')).toBe(401);
     expect(await status('/api/v1/stream/agui', await mintToken('u', { expiresIn: -60 }))).toBe(401);
-    expect(await status('/api/v1/stream/agui', await mintToken('u', { secret: 'wrong-secret-0123456789abcdef0123456' }))).toBe(401);
+    expect(
+      await status('/api/v1/stream/agui', await mintToken('u', { secret: 'wrong-secret-0123456789abcdef0123456' })),
+    ).toBe(401);
     expect(await status('/api/v1/stream/agui', unsignedToken('u'))).toBe(401);
     expect(await status('/api/v1/analytics/stream', await mintToken('u'))).toBe(403);
     expect(await status('/api/v1/analytics/stream', await mintToken('u', { roles: ['admin'] }))).toBe(200);
@@ -172,7 +177,13 @@ describe('two replicas over Redis', () => {
 
   it('lets a user publish only to itself unless the token has the service role', async () => {
     const post = async (token: string, body: string, kind = 'agui'): Promise<number> =>
-      (await fetch(`${b.url}/api/v1/webhook/${kind}`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body })).status;
+      (
+        await fetch(`${b.url}/api/v1/webhook/${kind}`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${token}` },
+          body,
+        })
+      ).status;
     const carol = await mintToken('carol');
     expect(await post(carol, '{"user_id":"carol","type":"A"}')).toBe(202);
     expect(await post(carol, '{"user_id":"dave","type":"A"}')).toBe(403);

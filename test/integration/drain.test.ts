@@ -12,7 +12,9 @@ describe('SIGTERM drain', () => {
     });
     const token = await mintToken('drained');
     const streams = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => openStream(hub.url, i % 2 ? '/api/v1/stream/agui' : '/api/v1/stream/contexts', { token })),
+      Array.from({ length: 10 }, (_, i) =>
+        openStream(hub.url, i % 2 ? '/api/v1/stream/agui' : '/api/v1/stream/contexts', { token }),
+      ),
     );
     const closedAt: number[] = [];
     for (const stream of streams) void stream.ended.then(() => closedAt.push(Date.now()));

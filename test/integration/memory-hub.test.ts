@@ -21,7 +21,9 @@ describe('single hub on the memory transport', () => {
   });
 
   it('refuses tokens for another audience', async () => {
-    const wrong = await openStream(hub.url, '/api/v1/stream/agui', { token: await mintToken('u', { audience: 'other' }) });
+    const wrong = await openStream(hub.url, '/api/v1/stream/agui', {
+      token: await mintToken('u', { audience: 'other' }),
+    });
     const none = await openStream(hub.url, '/api/v1/stream/agui', { token: await mintToken('u') });
     const right = await openStream(hub.url, '/api/v1/stream/agui', { token: await token('u') });
     expect([wrong.status, none.status, right.status]).toEqual([401, 401, 200]);
@@ -57,7 +59,9 @@ describe('single hub on the memory transport', () => {
       `id:${origin}\n\nid:${id}\ndata:{"protocol":"system","event":{"type":"CONTEXT_CREATED","contextId":"c1","name":"N"}}\n\n`,
     );
     // Only the envelope's user_id member is removed: the analytics event's own fields stay, byte for byte.
-    expect(analytics.raw()).toMatch(/^id:[0-9a-z]+:0-0\n\nid:[0-9a-z]+:\d+-2\ndata:\{"type":"PAGE_VIEW","session_id":"s","page_url":"\/"\}\n\n$/);
+    expect(analytics.raw()).toMatch(
+      /^id:[0-9a-z]+:0-0\n\nid:[0-9a-z]+:\d+-2\ndata:\{"type":"PAGE_VIEW","session_id":"s","page_url":"\/"\}\n\n$/,
+    );
     expect(agui.events()).toHaveLength(0);
     for (const s of [contexts, analytics, agui]) s.close();
   });
@@ -65,10 +69,14 @@ describe('single hub on the memory transport', () => {
   it('answers HEAD on a stream route with 405 instead of holding a connection slot', async () => {
     const status = await new Promise<number>((resolve, reject) => {
       void token('h').then((t) => {
-        const req = request(`${hub.url}/api/v1/stream/agui`, { method: 'HEAD', headers: { Authorization: `Bearer ${t}` } }, (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        });
+        const req = request(
+          `${hub.url}/api/v1/stream/agui`,
+          { method: 'HEAD', headers: { Authorization: `Bearer ${t}` } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
         req.on('error', reject);
         req.end();
       });

@@ -1,7 +1,23 @@
 import type { Client } from 'pg';
 import { metricValue, startReadyHub, type HubProcess } from '../helpers/hub-process';
-import { SHARED_DATABASE_URL, connectPg, dropSchema, sqlPublish, uniqueSchema, compareOutboxIds, parseOutboxId } from '../helpers/postgres-server';
-import { openStream, sleep, type SseFrame, type SseStream, shownAs, streamsFor, type StreamName } from '../helpers/sse-client';
+import {
+  SHARED_DATABASE_URL,
+  connectPg,
+  dropSchema,
+  sqlPublish,
+  uniqueSchema,
+  compareOutboxIds,
+  parseOutboxId,
+} from '../helpers/postgres-server';
+import {
+  openStream,
+  sleep,
+  type SseFrame,
+  type SseStream,
+  shownAs,
+  streamsFor,
+  type StreamName,
+} from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
 import { until, uid } from '../helpers/wait';
 
@@ -160,7 +176,13 @@ async function postWebhook(
   return { status: res.status, json };
 }
 
-async function webhookPublish(hub: HubProcess, kind: Kind, user: string, event: Record<string, unknown>, label: string): Promise<Sent> {
+async function webhookPublish(
+  hub: HubProcess,
+  kind: Kind,
+  user: string,
+  event: Record<string, unknown>,
+  label: string,
+): Promise<Sent> {
   const { body, bytes } = webhookBody(user, event);
   const { status, json } = await postWebhook(hub, kind, body);
   expect([label, status, json.transport]).toEqual([label, 202, 'postgres']);
@@ -175,7 +197,10 @@ async function publishSql(client: Client, kind: Kind, user: string, bytes: strin
 }
 
 async function rowCount(client: Client, where = 'true', params: unknown[] = []): Promise<number> {
-  const result = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM "${fx.schema}".outbox WHERE ${where}`, params);
+  const result = await client.query<{ n: string }>(
+    `SELECT count(*)::text AS n FROM "${fx.schema}".outbox WHERE ${where}`,
+    params,
+  );
   return Number(result.rows[0]?.n);
 }
 
@@ -201,7 +226,9 @@ describe('postgres outbox: fan-out across replicas', () => {
       { hub: h2, where: 'h2', stream: 'a2a', user: u2 },
       { hub: h2, where: 'h2', stream: 'contexts', user: u2 },
     ];
-    const conns = await Promise.all(layout.map(async (l) => ({ ...l, conn: await positioned(l.hub, l.stream, l.user) })));
+    const conns = await Promise.all(
+      layout.map(async (l) => ({ ...l, conn: await positioned(l.hub, l.stream, l.user) })),
+    );
     // Every stream opens in the same epoch, whichever replica it is on.
     expect(new Set(conns.map((c) => parseOutboxId(c.conn.lastEventId()).epoch)).size).toBe(1);
 
@@ -258,7 +285,9 @@ describe('postgres outbox: fan-out across replicas', () => {
     await transactional.query('COMMIT');
 
     expect(new Set(sent.map((s) => s.id)).size).toBe(sent.length);
-    expect(new Set(sent.map((s) => parseOutboxId(s.id).epoch))).toEqual(new Set([parseOutboxId(conns[0]?.conn.lastEventId()).epoch]));
+    expect(new Set(sent.map((s) => parseOutboxId(s.id).epoch))).toEqual(
+      new Set([parseOutboxId(conns[0]?.conn.lastEventId()).epoch]),
+    );
 
     for (const c of conns) {
       const expected = expectedOn(c.stream, c.user, sent);
@@ -268,7 +297,10 @@ describe('postgres outbox: fan-out across replicas', () => {
     await sleep(300); // anything duplicated or misrouted would show by now
     for (const c of conns) {
       const what = `${c.stream}@${c.where} of ${c.user === u1 ? 'u1' : 'u2'}`;
-      expect([what, shown(c.conn)]).toEqual([what, expectedOn(c.stream, c.user, sent).map(([id, data]) => ['message', id, data])]);
+      expect([what, shown(c.conn)]).toEqual([
+        what,
+        expectedOn(c.stream, c.user, sent).map(([id, data]) => ['message', id, data]),
+      ]);
       expectIncreasing(c.conn, what);
     }
     // Nothing of u1 anywhere on u2's streams, and the other way round (by content too).
@@ -334,7 +366,9 @@ describe('postgres outbox: transactions', () => {
     expect(await rowCount(client, 'user_id = $1', [user])).toBe(3);
 
     // Resuming from before all of it replays the committed events only.
-    const resumed = await open(h2, 'contexts', user, { headers: { 'Last-Event-ID': streams[2]?.frames()[0]?.id as string } });
+    const resumed = await open(h2, 'contexts', user, {
+      headers: { 'Last-Event-ID': streams[2]?.frames()[0]?.id as string },
+    });
     await waitForId(resumed, kept.at(-1)?.id as string, 'the replayed marker');
     await sleep(100);
     expect(shown(resumed)).toEqual(expectedOn('contexts', user, kept).map(([id, d]) => ['message', id, d]));
@@ -353,7 +387,9 @@ describe('postgres outbox: transactions', () => {
         { hub: h2, other: h1, where: 'h2', stream: 'contexts' },
         { hub: h2, other: h1, where: 'h2', stream: 'agui' },
       ];
-      const conns = await Promise.all(layout.map(async (l) => ({ ...l, conn: await positioned(l.hub, l.stream, user) })));
+      const conns = await Promise.all(
+        layout.map(async (l) => ({ ...l, conn: await positioned(l.hub, l.stream, user) })),
+      );
       const otherConn = await positioned(h1, 'contexts', other);
       const [a, b, c] = [await pg(), await pg(), await pg()];
 
@@ -390,13 +426,20 @@ describe('postgres outbox: transactions', () => {
       await b.query('COMMIT');
       const all = [...committed, ...markers];
       for (const s of conns) {
-        await waitForId(s.conn, (expectedOn(s.stream, user, all).at(-1) as [string, string])[0], `${s.stream}@${s.where}: the marker`);
+        await waitForId(
+          s.conn,
+          (expectedOn(s.stream, user, all).at(-1) as [string, string])[0],
+          `${s.stream}@${s.where}: the marker`,
+        );
       }
       await waitForId(otherConn, otherEvent.id, "the other user's event");
       await sleep(200);
       for (const s of conns) {
         const what = `${s.stream}@${s.where}`;
-        expect([what, shown(s.conn)]).toEqual([what, expectedOn(s.stream, user, all).map(([id, d]) => ['message', id, d])]);
+        expect([what, shown(s.conn)]).toEqual([
+          what,
+          expectedOn(s.stream, user, all).map(([id, d]) => ['message', id, d]),
+        ]);
         expectIncreasing(s.conn, what);
         expect(s.conn.raw()).not.toContain('"other"');
         if (ending === 'ROLLBACK') expect(s.conn.raw()).not.toContain('"A"');
@@ -426,7 +469,11 @@ describe('postgres outbox: transactions', () => {
       const everything = [...all, ...live];
       for (const r of resumed) {
         const expected = expectedOn(r.stream, user, everything).filter(([id]) => compareOutboxIds(id, r.from) > 0);
-        await waitForId(r.conn, (expected.at(-1) as [string, string])[0], `resumed ${r.stream}@${r.where} from ${r.from}`);
+        await waitForId(
+          r.conn,
+          (expected.at(-1) as [string, string])[0],
+          `resumed ${r.stream}@${r.where} from ${r.from}`,
+        );
       }
       await sleep(200);
       for (const r of resumed) {
@@ -454,7 +501,12 @@ describe('postgres outbox: resume with Last-Event-ID', () => {
     const blankPosition = blank.lastEventId() as string;
     blank.close();
 
-    for (const [kind, n] of [['agui', 1], ['a2a', 2], ['system', 3], ['agui', 4]] as const) {
+    for (const [kind, n] of [
+      ['agui', 1],
+      ['a2a', 2],
+      ['system', 3],
+      ['agui', 4],
+    ] as const) {
       sent.push(await publishSql(client, kind, user, `{"phase":"seen","n":${n}}`, `seen${n}`));
     }
     await waitForId(agui1, expectedOn('agui', user, sent).at(-1)?.[0] as string, 'the agui events');
@@ -507,7 +559,8 @@ describe('postgres outbox: resume with Last-Event-ID', () => {
   it('answers ids it cannot resume from with a reset: unknown_id, history_lost, replay_limit; replays up to the cap', async () => {
     const [hub] = (await startHubs(1, { SSEHUB_REPLAY_MAX: '5' })) as [HubProcess];
     const client = await pg();
-    const resetsOf = (reason: string): Promise<number> => metricValue(hub, `ssehub_history_resets_total{reason="${reason}"}`);
+    const resetsOf = (reason: string): Promise<number> =>
+      metricValue(hub, `ssehub_history_resets_total{reason="${reason}"}`);
 
     const user = uid('garbage');
     const first = await publishSql(client, 'agui', user, '{"n":1}', 'n1');
@@ -535,7 +588,13 @@ describe('postgres outbox: resume with Last-Event-ID', () => {
       expect(reset?.id).toMatch(ID_PATTERN);
       expect(parseOutboxId(reset?.id).epoch).toBe(head.epoch);
       expect(compareOutboxIds(reset?.id as string, newest)).toBeGreaterThanOrEqual(0);
-      const live = await publishSql(client, 'agui', user, `{"after":${JSON.stringify(lastEventId.slice(0, 20))}}`, 'live');
+      const live = await publishSql(
+        client,
+        'agui',
+        user,
+        `{"after":${JSON.stringify(lastEventId.slice(0, 20))}}`,
+        'live',
+      );
       newest = live.id;
       await waitForId(stream, live.id, 'the live event after the reset');
       expect(stream.events().map((e) => [e.event ?? 'message', e.id])).toEqual([
@@ -587,7 +646,11 @@ describe('postgres outbox: resume with Last-Event-ID', () => {
     ];
     const oldRows = old.map((s) => parseOutboxId(s.id).row.toString());
     // Pruning runs every min(ttl/2, 60 s): the rows go within a few seconds.
-    await until(async () => (await rowCount(client, 'id = ANY($1::bigint[])', [oldRows])) === 0, WAIT_MS, 'the prune of the old rows');
+    await until(
+      async () => (await rowCount(client, 'id = ANY($1::bigint[])', [oldRows])) === 0,
+      WAIT_MS,
+      'the prune of the old rows',
+    );
     const kept = await publishSql(client, 'agui', user, '{"kept":1}', 'kept');
     const trimmedBefore = await metricValue(hub, 'ssehub_history_resets_total{reason="trimmed"}');
 
@@ -610,7 +673,7 @@ describe('postgres outbox: resume with Last-Event-ID', () => {
     expect((await metricValue(hub, 'ssehub_history_resets_total{reason="trimmed"}')) - trimmedBefore).toBe(1);
   });
 
-  it('moves an idle stream\'s last id along with everyone\'s events at heartbeats, so it outlives the retention without a reset', async () => {
+  it("moves an idle stream's last id along with everyone's events at heartbeats, so it outlives the retention without a reset", async () => {
     const [hub] = (await startHubs(1, { SSEHUB_HISTORY_TTL_MS: '2000', SSEHUB_HEARTBEAT_MS: '300' })) as [HubProcess];
     const client = await pg();
     const idleUser = uid('idle');
@@ -621,11 +684,19 @@ describe('postgres outbox: resume with Last-Event-ID', () => {
     const others = [];
     for (let i = 0; i < 3; i++) others.push(await publishSql(client, 'agui', busyUser, `{"busy":${i}}`, `busy${i}`));
     const newest = others[others.length - 1]?.id as string;
-    await idle.waitFor((st) => compareOutboxIds(st.lastEventId() as string, newest) >= 0, WAIT_MS, 'the idle stream\'s id to pass the other user\'s events');
+    await idle.waitFor(
+      (st) => compareOutboxIds(st.lastEventId() as string, newest) >= 0,
+      WAIT_MS,
+      "the idle stream's id to pass the other user's events",
+    );
     expect(messages(idle)).toEqual([]);
     // Once those rows are pruned, the opening id is older than the retention, the refreshed one is not.
     const otherRows = others.map((o) => parseOutboxId(o.id).row.toString());
-    await until(async () => (await rowCount(client, 'id = ANY($1::bigint[])', [otherRows])) === 0, WAIT_MS, 'the prune of the other user\'s rows');
+    await until(
+      async () => (await rowCount(client, 'id = ANY($1::bigint[])', [otherRows])) === 0,
+      WAIT_MS,
+      "the prune of the other user's rows",
+    );
     const refreshed = idle.lastEventId() as string;
     const missed = await publishSql(client, 'agui', idleUser, '{"missed":1}', 'missed');
     const resumed = await open(hub, 'agui', idleUser, { headers: { 'Last-Event-ID': refreshed } });
@@ -673,11 +744,18 @@ describe('postgres outbox: the publish function validates', () => {
       ['over the limit in bytes, not in characters', 'agui', user, `{"p":"${'é'.repeat(2100)}"}`],
       ['user_id of 257 astral characters (514 UTF-16 units)', 'agui', '😀'.repeat(257), '{}'],
       ['nested 65 levels', 'agui', user, `${'{"d":'.repeat(65)}1${'}'.repeat(65)}`],
-      ['nested 65 levels behind a string with brackets and an escaped quote', 'agui', user, `{"s":"\\"[[[{{","t":${'['.repeat(64)}${']'.repeat(64)}}`],
+      [
+        'nested 65 levels behind a string with brackets and an escaped quote',
+        'agui',
+        user,
+        `{"s":"\\"[[[{{","t":${'['.repeat(64)}${']'.repeat(64)}}`,
+      ],
     ];
     // Postgres 16 tests JSON without raising; older servers raise the cast's own error (no
     // subtransaction per publish just to rename it).
-    const version = Number((await client.query<{ server_version_num: string }>('SHOW server_version_num')).rows[0]?.server_version_num);
+    const version = Number(
+      (await client.query<{ server_version_num: string }>('SHOW server_version_num')).rows[0]?.server_version_num,
+    );
     const notJson = new Set(['not JSON', 'empty event', 'truncated JSON', 'two values']);
     const outcomes: Array<[string, unknown, unknown]> = [];
     for (const [what, kind, userId, event] of bad) {
@@ -689,7 +767,9 @@ describe('postgres outbox: the publish function validates', () => {
     }
     expect(outcomes).toEqual(
       bad.map(([what]) =>
-        notJson.has(what) && version < 160000 ? [what, '22P02', expect.stringContaining('invalid input syntax for type json')] : [what, '22023', 'ssehub:'],
+        notJson.has(what) && version < 160000
+          ? [what, '22P02', expect.stringContaining('invalid input syntax for type json')]
+          : [what, '22023', 'ssehub:'],
       ),
     );
     expect(await rowCount(client)).toBe(0);
@@ -731,21 +811,35 @@ describe('postgres outbox: bad rows', () => {
       bobCtx2: await positioned(h2, 'contexts', bob),
     };
     const bobStart = streams.bobCtx2.lastEventId() as string;
-    const reasons = ['malformed_json', 'duplicate_member', 'not_an_object', 'unknown_kind', 'invalid_user_id', 'too_large', 'too_deep'] as const;
+    const reasons = [
+      'malformed_json',
+      'duplicate_member',
+      'not_an_object',
+      'unknown_kind',
+      'invalid_user_id',
+      'too_large',
+      'too_deep',
+    ] as const;
     const rejected = async (hub: HubProcess): Promise<Record<string, number>> =>
       Object.fromEntries(
-        await Promise.all(reasons.map(async (r) => [r, await metricValue(hub, `ssehub_events_rejected_total{reason="${r}"}`)])),
+        await Promise.all(
+          reasons.map(async (r) => [r, await metricValue(hub, `ssehub_events_rejected_total{reason="${r}"}`)]),
+        ),
       ) as Record<string, number>;
     const before = [await rejected(h1), await rejected(h2)];
 
     const client = await pg();
     const raw = async (kind: string, userId: string, event: string): Promise<void> => {
-      await client.query(`INSERT INTO "${fx.schema}".outbox (kind, user_id, event) VALUES ($1, $2, $3)`, [kind, userId, event]);
+      await client.query(`INSERT INTO "${fx.schema}".outbox (kind, user_id, event) VALUES ($1, $2, $3)`, [
+        kind,
+        userId,
+        event,
+      ]);
     };
     const good: Sent[] = [];
     good.push(await publishSql(client, 'agui', alice, '{"good":1}', 'good1'));
     // Event text that would smuggle members into an envelope built around it.
-    await raw('agui', alice, '{"a":1},"user_id":"' + bob + '"');
+    await raw('agui', alice, `{"a":1},"user_id":"${bob}"`);
     await raw('agui', alice, 'not json');
     good.push(await publishSql(client, 'agui', alice, '{"good":2}', 'good2'));
     await raw('agui', alice, '[1,2]');
@@ -755,7 +849,7 @@ describe('postgres outbox: bad rows', () => {
     await raw('agui', alice, `{"p":"${'x'.repeat(5000)}"}`);
     await raw('agui', alice, `${'{"d":'.repeat(70)}1${'}'.repeat(70)}`);
     await raw('system', alice, '{"a":1},"event":{"smuggled":2}');
-    await raw('agui', bob, '{"x":1},"user_id":"' + alice + '"');
+    await raw('agui', bob, `{"x":1},"user_id":"${alice}"`);
     // Bad rows inside a transaction with good ones.
     await client.query('BEGIN');
     good.push(await publishSql(client, 'a2a', alice, '{"good":3}', 'good3'));
@@ -785,7 +879,8 @@ describe('postgres outbox: bad rows', () => {
     await waitForId(streams.aliceCtx1, aliceLastAgui.id, "alice's last event (h1)");
     await waitForId(streams.aliceCtx2, aliceLastAgui.id, "alice's last event (h2)");
     await waitForId(streams.aliceA2a2, aliceLast.id, "alice's last a2a event");
-    for (const s of [streams.bobAgui1, streams.bobCtx1, streams.bobAgui2, streams.bobCtx2]) await waitForId(s, bobMarker.id, "bob's marker");
+    for (const s of [streams.bobAgui1, streams.bobCtx1, streams.bobAgui2, streams.bobCtx2])
+      await waitForId(s, bobMarker.id, "bob's marker");
     await sleep(300);
 
     const asShown = (stream: StreamName, user: string, list: Sent[]): Array<[string, string, string]> =>
@@ -809,9 +904,14 @@ describe('postgres outbox: bad rows', () => {
       >;
       const what = `h${index + 1}`;
       expect([what, delta.malformed_json + delta.duplicate_member]).toEqual([what, 4]);
-      expect([what, delta.not_an_object, delta.unknown_kind, delta.invalid_user_id, delta.too_large, delta.too_deep]).toEqual([
-        what, 2, 1, 2, 1, 1,
-      ]);
+      expect([
+        what,
+        delta.not_an_object,
+        delta.unknown_kind,
+        delta.invalid_user_id,
+        delta.too_large,
+        delta.too_deep,
+      ]).toEqual([what, 2, 1, 2, 1, 1]);
     }
 
     // Replays skip them the same way, on the other replica too.
@@ -852,7 +952,9 @@ describe('postgres outbox: schema creation', () => {
       const sent = await webhookPublish(restricted, 'agui', user, { via: 'restricted' }, 'restricted');
       await waitForId(stream, sent.id, 'the event published by the restricted replica');
       const other = await positioned(owner, 'agui', user);
-      const resumed = await open(restricted, 'agui', user, { headers: { 'Last-Event-ID': other.lastEventId() as string } });
+      const resumed = await open(restricted, 'agui', user, {
+        headers: { 'Last-Event-ID': other.lastEventId() as string },
+      });
       const later = await publishSql(admin, 'agui', user, '{"later":1}', 'later');
       await waitForId(resumed, later.id, 'the later event on the restricted replica');
     } finally {
@@ -878,7 +980,8 @@ describe('postgres outbox: schema creation', () => {
     const sent: Sent[] = [await publishSql(client, 'agui', user, '{"n":1}', 'n1')];
     for (const [i, hub] of hubs.entries()) sent.push(await webhookPublish(hub, 'system', user, { via: i }, `via${i}`));
     for (const s of streams) await waitForId(s, sent.at(-1)?.id as string, 'the events');
-    for (const s of streams) expect(shown(s)).toEqual(expectedOn('contexts', user, sent).map(([id, d]) => ['message', id, d]));
+    for (const s of streams)
+      expect(shown(s)).toEqual(expectedOn('contexts', user, sent).map(([id, d]) => ['message', id, d]));
 
     // A replica restarted against the existing schema: same epoch, same history.
     const third = hubs[2] as HubProcess;
@@ -936,8 +1039,12 @@ describe('postgres outbox: publishing connections', () => {
       const inFlight = [0, 1].map((i) => postWebhook(hub, 'agui', webhookBody(user, { round, ended: i }).body));
       await until(
         async () =>
-          (await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = $1::regclass', [`"${fx.schema}".outbox`]))
-            .rows[0]?.n === 2,
+          (
+            await admin.query<{ n: number }>(
+              'SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = $1::regclass',
+              [`"${fx.schema}".outbox`],
+            )
+          ).rows[0]?.n === 2,
         WAIT_MS,
         'both publishes to wait on the lock',
       );
@@ -948,9 +1055,12 @@ describe('postgres outbox: publishing connections', () => {
       expect((await Promise.all(inFlight)).map((r) => r.status)).toEqual([503, 503]);
       await admin.query('ROLLBACK');
       // The ended sessions were not handed to these.
-      const next = await Promise.all([0, 1, 2].map((i) => postWebhook(hub, 'agui', webhookBody(user, { round, next: i }).body)));
+      const next = await Promise.all(
+        [0, 1, 2].map((i) => postWebhook(hub, 'agui', webhookBody(user, { round, next: i }).body)),
+      );
       expect(next.map((r) => r.status)).toEqual([202, 202, 202]);
-      for (const published of next) await waitForId(stream, published.json.id as string, 'the publishes after the ended sessions');
+      for (const published of next)
+        await waitForId(stream, published.json.id as string, 'the publishes after the ended sessions');
     }
     // Only the acknowledged publishes were delivered; the ones whose sessions ended were not.
     const delivered = messages(stream).map((m) => JSON.parse(m.data) as { round: number; next: number });

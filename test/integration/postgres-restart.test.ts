@@ -35,7 +35,12 @@ const isReady = async (hub: HubProcess): Promise<boolean> => (await probe(hub, '
 const messages = (stream: SseStream): SseFrame[] => stream.events().filter((e) => e.event === undefined);
 const resets = (stream: SseStream): SseFrame[] => stream.events().filter((e) => e.event === 'reset');
 
-async function openAt(hub: HubProcess, stream: StreamName, user: string, headers: Record<string, string> = {}): Promise<SseStream> {
+async function openAt(
+  hub: HubProcess,
+  stream: StreamName,
+  user: string,
+  headers: Record<string, string> = {},
+): Promise<SseStream> {
   const conn = await openStream(hub.url, PATHS[stream], { token: await mintToken(user), headers });
   expect(conn.status).toBe(200);
   return conn;
@@ -48,11 +53,18 @@ async function positioned(hub: HubProcess, stream: StreamName, user: string): Pr
   return conn;
 }
 
-async function postWebhook(hub: HubProcess, kind: Kind, body: string): Promise<{ status: number; id?: string; error?: string }> {
+async function postWebhook(
+  hub: HubProcess,
+  kind: Kind,
+  body: string,
+): Promise<{ status: number; id?: string; error?: string }> {
   try {
     const res = await fetch(`${hub.url}/api/v1/webhook/${kind}`, {
       method: 'POST',
-      headers: { Authorization: `Bearer ${await mintToken('svc', { roles: ['service'] })}`, 'Content-Type': 'application/json' },
+      headers: {
+        Authorization: `Bearer ${await mintToken('svc', { roles: ['service'] })}`,
+        'Content-Type': 'application/json',
+      },
       body,
       signal: AbortSignal.timeout(10_000),
     });
@@ -72,7 +84,11 @@ class SqlPublisher {
   private client: Client | undefined;
   constructor(private readonly url: string) {}
 
-  async publish(kind: Kind, user: string, event: string): Promise<{ outcome: 'ok' | 'failed' | 'maybe'; id?: string; error?: string }> {
+  async publish(
+    kind: Kind,
+    user: string,
+    event: string,
+  ): Promise<{ outcome: 'ok' | 'failed' | 'maybe'; id?: string; error?: string }> {
     let client = this.client;
     if (client === undefined) {
       try {
@@ -144,7 +160,10 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
     await until(async () => !(await isReady(a)) && !(await isReady(b)), 15_000, 'both hubs to report the outage');
     for (const hub of hubs) {
       expect(await probe(hub, '/readyz')).toEqual({ status: 503, body: expect.anything() });
-      expect(await probe(hub, '/health')).toEqual({ status: 200, body: expect.objectContaining({ status: 'degraded' }) });
+      expect(await probe(hub, '/health')).toEqual({
+        status: 200,
+        body: expect.objectContaining({ status: 'degraded' }),
+      });
       expect(await metricValue(hub, 'ssehub_transport_listening')).toBe(0);
     }
     await what(stoppedAt);
@@ -203,9 +222,14 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
       if (via === 'sql') {
         attempt = { n, user, kind, via, bytes, startedAt, ...(await publisher.publish(kind, user, bytes)) };
       } else {
-        const { status, id, error } = await postWebhook(hubByName[via], kind, `{"user_id":${JSON.stringify(user)},${bytes.slice(1)}`);
+        const { status, id, error } = await postWebhook(
+          hubByName[via],
+          kind,
+          `{"user_id":${JSON.stringify(user)},${bytes.slice(1)}`,
+        );
         // 503: refused, not published. 504 or no answer: it may have been.
-        const outcome = status === 202 && id ? 'ok' : status === 503 || (status >= 400 && status < 500) ? 'failed' : 'maybe';
+        const outcome =
+          status === 202 && id ? 'ok' : status === 503 || (status >= 400 && status < 500) ? 'failed' : 'maybe';
         attempt = { n, user, kind, via, bytes, startedAt, outcome, id, error: error ?? `http ${status}` };
       }
       attempts.push(attempt);
@@ -235,7 +259,11 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
           const refused = await postWebhook(hub, 'agui', `{"user_id":${JSON.stringify(u1)},"outage":true}`);
           webhookDuringOutage.push(refused.status);
         }
-        await until(() => attempts.filter((x) => x.startedAt > downSince && x.outcome === 'failed').length >= 10, 15_000, 'refused publishes');
+        await until(
+          () => attempts.filter((x) => x.startedAt > downSince && x.outcome === 'failed').length >= 10,
+          15_000,
+          'refused publishes',
+        );
       });
       const readyAt = Date.now();
       const since = (via: Attempt['via']): number => ok().filter((x) => x.via === via && x.startedAt >= readyAt).length;
@@ -287,15 +315,25 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
           `${name}: exp=${expected.length} recv=${received.length} lost=${lost.length} dup=${duplicated.length} maybe=${maybes.length} resets=${resets(c.conn).length}`,
         );
         checks.push(() => {
-          expect([name, arrived[index], resets(c.conn).length, lost.map((x) => x.n), duplicated, failedSeen.map((r) => r.n)]).toEqual([
-            name, true, 0, [], [], [],
-          ]);
+          expect([
+            name,
+            arrived[index],
+            resets(c.conn).length,
+            lost.map((x) => x.n),
+            duplicated,
+            failedSeen.map((r) => r.n),
+          ]).toEqual([name, true, 0, [], [], []]);
           for (let i = 1; i < received.length; i++) {
-            expect([name, compareOutboxIds((received[i] as { id: string }).id, (received[i - 1] as { id: string }).id) > 0]).toEqual([name, true]);
+            expect([
+              name,
+              compareOutboxIds((received[i] as { id: string }).id, (received[i - 1] as { id: string }).id) > 0,
+            ]).toEqual([name, true]);
           }
           // Every committed event of this user and stream, once, in order, with its id and exact bytes.
           const acknowledged = received.filter((r) => byN.get(r.n)?.outcome === 'ok');
-          expect(acknowledged.map((r) => [r.id, r.data])).toEqual(expected.map((x) => [x.id, shownAs(c.stream, x.kind, x.bytes)]));
+          expect(acknowledged.map((r) => [r.id, r.data])).toEqual(
+            expected.map((x) => [x.id, shownAs(c.stream, x.kind, x.bytes)]),
+          );
           // A publish whose outcome is unknown shows at most once, on this user's streams of its kind.
           for (const r of maybes) {
             const attempt = byN.get(r.n) as Attempt;
@@ -314,7 +352,8 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
 
       expect(webhookDuringOutage).toEqual([503, 503]);
       // Webhooks refused during the outage answered 503 (not published), never something else.
-      for (const f of failures.filter((x) => x.via !== 'sql' && x.outcome === 'failed')) expect(f.error).toBe('http 503');
+      for (const f of failures.filter((x) => x.via !== 'sql' && x.outcome === 'failed'))
+        expect(f.error).toBe('http 503');
       expect(failures.filter((f) => f.error?.startsWith('rejected'))).toEqual([]);
       expect(attempts.filter((x) => x.outcome === 'failed').length).toBeGreaterThan(0);
       expect(new Set(ok().map((x) => x.id)).size).toBe(ok().length);
@@ -338,9 +377,11 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
     const blocker = await connectPg(pg.url);
     await blocker.query('BEGIN');
     await blocker.query('LOCK TABLE ssehub.outbox IN EXCLUSIVE MODE');
-    const inFlight = [a, b, a, b].map((hub, i) => postWebhook(hub, 'agui', JSON.stringify({ user_id: user, inflight: i })));
+    const inFlight = [a, b, a, b].map((hub, i) =>
+      postWebhook(hub, 'agui', JSON.stringify({ user_id: user, inflight: i })),
+    );
     await until(
-      async () => (await blocker.query("SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted")).rows[0]?.n >= 4,
+      async () => (await blocker.query('SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted')).rows[0]?.n >= 4,
       15_000,
       'the publishes to wait on the lock',
     );
@@ -356,7 +397,8 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
     for (const hub of hubs) expect(hub.child.exitCode).toBeNull();
     const marker = await postWebhook(a, 'agui', JSON.stringify({ user_id: user, marker: true }));
     expect(marker.status).toBe(202);
-    for (const stream of streams) await stream.waitFor((st) => st.events().some((e) => e.id === marker.id), 15_000, 'the marker');
+    for (const stream of streams)
+      await stream.waitFor((st) => st.events().some((e) => e.id === marker.id), 15_000, 'the marker');
     // Their transactions were lost with the server: the streams got only the marker.
     for (const stream of streams) expect(messages(stream).map((e) => e.data)).toEqual(['{"marker":true}']);
   }, 40_000);
@@ -417,7 +459,8 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
         await stream.waitFor((s) => s.events().some((e) => e.id === live), 20_000, 'the live event after the outage');
       }
       await sleep(200);
-      const frames = (s: SseStream): Array<[string, string | undefined, string]> => s.events().map((e) => [e.event ?? 'message', e.id, e.data]);
+      const frames = (s: SseStream): Array<[string, string | undefined, string]> =>
+        s.events().map((e) => [e.event ?? 'message', e.id, e.data]);
       expect(frames(resumedAgui)).toEqual(after('agui'));
       expect(frames(resumedCtx)).toEqual(after('contexts'));
       expect(resumedAgui.isEnded() || resumedCtx.isEnded()).toBe(false);
@@ -459,9 +502,16 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
       await admin.query(`ALTER ROLE ${HUB_ROLE} NOLOGIN`);
       lockedOut = true;
       await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [HUB_ROLE]);
-      await until(async () => !(await isReady(a)) && !(await isReady(b)), 15_000, 'both hubs to report the lost database');
+      await until(
+        async () => !(await isReady(a)) && !(await isReady(b)),
+        15_000,
+        'both hubs to report the lost database',
+      );
       for (const hub of hubs) {
-        expect(await probe(hub, '/health')).toEqual({ status: 200, body: expect.objectContaining({ status: 'degraded' }) });
+        expect(await probe(hub, '/health')).toEqual({
+          status: 200,
+          body: expect.objectContaining({ status: 'degraded' }),
+        });
       }
       // Committed while no hub can read: in a transaction, and one by one.
       await admin.query('BEGIN');
@@ -479,15 +529,22 @@ describe('Postgres stopped (immediate) and started again under two live hubs', (
 
       const arrived = await Promise.all(
         clients.map((c) => {
-          const last = sent.filter((x) => x.user === c.user && streamsFor(x.kind).includes(c.stream)).sort((x, y) => compareOutboxIds(x.id, y.id)).at(-1);
-          return c.conn.waitFor((s) => s.events().some((e) => e.id === last?.id), 20_000, 'its last event').then(
-            () => true,
-            () => false,
-          );
+          const last = sent
+            .filter((x) => x.user === c.user && streamsFor(x.kind).includes(c.stream))
+            .sort((x, y) => compareOutboxIds(x.id, y.id))
+            .at(-1);
+          return c.conn
+            .waitFor((s) => s.events().some((e) => e.id === last?.id), 20_000, 'its last event')
+            .then(
+              () => true,
+              () => false,
+            );
         }),
       );
       await sleep(200);
-      console.log(`[postgres-restart] locked out: webhook_while_locked_out=${refused.status} ${clients.map((c, i) => `${c.stream}@${c.where}:${messages(c.conn).length}${arrived[i] ? '' : '(incomplete)'}`).join(' ')}`);
+      console.log(
+        `[postgres-restart] locked out: webhook_while_locked_out=${refused.status} ${clients.map((c, i) => `${c.stream}@${c.where}:${messages(c.conn).length}${arrived[i] ? '' : '(incomplete)'}`).join(' ')}`,
+      );
       for (const c of clients) {
         const name = `${c.stream}@${c.where}`;
         const expected = sent

@@ -72,11 +72,23 @@ describe('ssehub_publish agrees with the hub about what is a valid event', () =>
   });
 
   it('refuses user ids the hub would drop, and counts their length as the hub does', async () => {
-    const users: Array<string | Buffer> = ['', 'x'.repeat(512), 'x'.repeat(513), '😀'.repeat(256), '😀'.repeat(257), 'é'.repeat(512), Buffer.from([0xff, 0x41]), 'a\0b'];
+    const users: Array<string | Buffer> = [
+      '',
+      'x'.repeat(512),
+      'x'.repeat(513),
+      '😀'.repeat(256),
+      '😀'.repeat(257),
+      'é'.repeat(512),
+      Buffer.from([0xff, 0x41]),
+      'a\0b',
+    ];
     for (const user of users) {
       const hubAccepts = typeof user === 'string' && validateUserId(user) === undefined;
       const result = await fcall(user, '{"a":1}');
-      expect({ user: String(user).slice(0, 20), accepted: result.id !== undefined }).toEqual({ user: String(user).slice(0, 20), accepted: hubAccepts });
+      expect({ user: String(user).slice(0, 20), accepted: result.id !== undefined }).toEqual({
+        user: String(user).slice(0, 20),
+        accepted: hubAccepts,
+      });
     }
   });
 
@@ -88,7 +100,10 @@ describe('ssehub_publish agrees with the hub about what is a valid event', () =>
       '{"s":"\\"\\\\/\\b\\f\\n\\r\\t\\u0041"}',
     ];
     // Bytes that matter to JSON and UTF-8: structure, numbers, literals, controls, broken sequences.
-    const alphabet = Buffer.from('{}[]",:\\ \t\n\r0123456789-+.eEtrufalsn\x00\x01\x7f\xc3\xa9\xff\xed\xa0\x80uU', 'latin1');
+    const alphabet = Buffer.from(
+      '{}[]",:\\ \t\n\r0123456789-+.eEtrufalsn\x00\x01\x7f\xc3\xa9\xff\xed\xa0\x80uU',
+      'latin1',
+    );
     const pick = (n: number): number => randomBytes(4).readUInt32LE() % n;
     let accepted = 0;
     for (let i = 0; i < 2000; i++) {
@@ -98,13 +113,17 @@ describe('ssehub_publish agrees with the hub about what is a valid event', () =>
         const byte = alphabet[pick(alphabet.length)] as number;
         const op = pick(3);
         if (op === 0) mutated[at] = byte;
-        else if (op === 1) mutated = Buffer.concat([mutated.subarray(0, at), Buffer.from([byte]), mutated.subarray(at)]);
+        else if (op === 1)
+          mutated = Buffer.concat([mutated.subarray(0, at), Buffer.from([byte]), mutated.subarray(at)]);
         else mutated = Buffer.concat([mutated.subarray(0, at), mutated.subarray(at + 1)]);
       }
       if (mutated.length === 0) continue;
       const result = await fcall(`user-${i % 7}`, mutated);
       const hubAccepts = validateEvent(mutated, MAX_EVENT_BYTES) === undefined;
-      expect({ input: mutated.toString('latin1'), accepted: result.id !== undefined }).toEqual({ input: mutated.toString('latin1'), accepted: hubAccepts });
+      expect({ input: mutated.toString('latin1'), accepted: result.id !== undefined }).toEqual({
+        input: mutated.toString('latin1'),
+        accepted: hubAccepts,
+      });
       if (result.id) accepted++;
     }
     const deadline = Date.now() + 5000;

@@ -40,7 +40,10 @@ describe('Redis restarted under live hubs', () => {
 
     await redis.stop();
     await until(async () => (await fetch(`${a.url}/readyz`)).status === 503, 10_000, 'readiness to fail');
-    expect(await (await fetch(`${a.url}/health`)).json()).toEqual({ status: 'degraded', events: { relay: 'not_listening' } });
+    expect(await (await fetch(`${a.url}/health`)).json()).toEqual({
+      status: 'degraded',
+      events: { relay: 'not_listening' },
+    });
     expect(await metricValue(a, 'ssehub_transport_listening')).toBe(0);
     const refused = await fetch(`${b.url}/api/v1/webhook/agui`, {
       method: 'POST',
@@ -57,7 +60,10 @@ describe('Redis restarted under live hubs', () => {
     }
     expect(await (await fetch(`${a.url}/health`)).json()).toEqual({ status: 'ok', events: { relay: 'listening' } });
     expect(await metricValue(a, 'ssehub_transport_resubscribes_total')).toBe(1);
-    for (const [hub, seq] of [[a, 2], [b, 3]] as const) {
+    for (const [hub, seq] of [
+      [a, 2],
+      [b, 3],
+    ] as const) {
       const accepted = await fetch(`${hub.url}/api/v1/webhook/agui`, {
         method: 'POST',
         headers: { Authorization: `Bearer ${token}` },

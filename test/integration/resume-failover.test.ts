@@ -105,7 +105,9 @@ class LoadPublisher {
         this.published.push({ n, user, kind, id, via: target === undefined ? 'fcall' : 'webhook' });
       } catch (err) {
         // The outcome of this publish is unknown: the comparison could not be trusted any more.
-        this.failure = new Error(`publish #${n} (${kind} for ${user} via ${target ?? 'FCALL'}) failed: ${(err as Error).message}`);
+        this.failure = new Error(
+          `publish #${n} (${kind} for ${user} via ${target ?? 'FCALL'}) failed: ${(err as Error).message}`,
+        );
         return;
       }
       await sleep(this.intervalMs);
@@ -124,7 +126,8 @@ class LoadPublisher {
       body: JSON.stringify({ user_id: user, type: 'LOAD', kind, n }),
     });
     const body = (await res.json()) as { id?: string };
-    if (res.status !== 202 || typeof body.id !== 'string') throw new Error(`webhook answered ${res.status} ${JSON.stringify(body)}`);
+    if (res.status !== 202 || typeof body.id !== 'string')
+      throw new Error(`webhook answered ${res.status} ${JSON.stringify(body)}`);
     return body.id;
   }
 }
@@ -168,7 +171,12 @@ interface TabFigures {
 
 /** What a message's data says about the event: `<kind>#<n>`, checked against the stream's framing. */
 function payloadKey(stream: Stream, data: string): string {
-  const parsed = JSON.parse(data) as { protocol?: string; event?: { kind: string; n: number }; kind?: string; n?: number };
+  const parsed = JSON.parse(data) as {
+    protocol?: string;
+    event?: { kind: string; n: number };
+    kind?: string;
+    n?: number;
+  };
   if (stream === 'contexts') {
     if (parsed.protocol !== parsed.event?.kind) return `bad wrapper ${data}`;
     return `${parsed.event?.kind}#${parsed.event?.n}`;
@@ -199,7 +207,10 @@ function figuresOf(tab: Tab, published: PublishedEvent[]): TabFigures {
 
 function summary(scenario: string, publisher: LoadPublisher, figures: TabFigures[], extra: string): string {
   const tabs = figures
-    .map((f) => `${f.label} ${f.received}/${f.expected} lost=${f.lost} dup=${f.duplicated} extra=${f.unexpected} resets=${f.resets} reconnects=${f.reconnects}`)
+    .map(
+      (f) =>
+        `${f.label} ${f.received}/${f.expected} lost=${f.lost} dup=${f.duplicated} extra=${f.unexpected} resets=${f.resets} reconnects=${f.reconnects}`,
+    )
     .join('; ');
   const total = figures.reduce(
     (sum, f) => ({ lost: sum.lost + f.lost, dup: sum.dup + f.duplicated, reconnects: sum.reconnects + f.reconnects }),
@@ -235,7 +246,10 @@ function expectExactlyOnceInOrder(tab: Tab, published: PublishedEvent[]): void {
   const expected = expectedFor(tab, published);
   const received = tab.client.events();
   // One assertion per tab that names it, so a failure says whose stream went wrong.
-  expect({ tab: tab.label, ids: received.map((m) => m.id) }).toEqual({ tab: tab.label, ids: expected.map((p) => p.id) });
+  expect({ tab: tab.label, ids: received.map((m) => m.id) }).toEqual({
+    tab: tab.label,
+    ids: expected.map((p) => p.id),
+  });
   expect({ tab: tab.label, payloads: received.map((m) => payloadKey(tab.stream, m.data)) }).toEqual({
     tab: tab.label,
     payloads: expected.map((p) => `${p.kind}#${p.n}`),
@@ -306,9 +320,15 @@ describe('resuming across replica failures', () => {
   it('loses and repeats nothing when a replica is SIGKILLed mid-stream', async () => {
     const prefix = uniquePrefix();
     prefixes.push(prefix);
-    const [a, b] = (await startHubs(2, { REDIS_URL: SHARED_REDIS_URL, SSEHUB_CHANNEL_PREFIX: prefix })) as [HubProcess, HubProcess];
+    const [a, b] = (await startHubs(2, { REDIS_URL: SHARED_REDIS_URL, SSEHUB_CHANNEL_PREFIX: prefix })) as [
+      HubProcess,
+      HubProcess,
+    ];
     const pool = new ReplicaPool([a, b]);
-    const opened = await openTabs(pool, [['A', a], ['B', b]]);
+    const opened = await openTabs(pool, [
+      ['A', a],
+      ['B', b],
+    ]);
     const onA = opened.filter((t) => t.home === a);
     const onB = opened.filter((t) => t.home === b);
 
@@ -334,7 +354,12 @@ describe('resuming across replica failures', () => {
       const replayed = await metricValue(b, REPLAYED);
       const figures = opened.map((tab) => figuresOf(tab, publisher.published));
       console.log(
-        summary('a: SIGKILL', publisher, figures, `killed A after ${publishedBeforeKill} events; B replayed ${replayed} from history`),
+        summary(
+          'a: SIGKILL',
+          publisher,
+          figures,
+          `killed A after ${publishedBeforeKill} events; B replayed ${replayed} from history`,
+        ),
       );
       // The tabs were away for at least the reconnect delay while events kept coming: some came from history.
       expect(replayed).toBeGreaterThan(0);
@@ -344,7 +369,12 @@ describe('resuming across replica failures', () => {
         expect(tab.client.connections.map((c) => c.replica)).toEqual([a.url, b.url]);
         // The reconnect carried the id of the last event the tab had.
         const resumedFrom = tab.client.connections[1]?.lastEventId;
-        expect(tab.client.events().filter((m) => m.connection === 0).at(-1)?.id).toBe(resumedFrom);
+        expect(
+          tab.client
+            .events()
+            .filter((m) => m.connection === 0)
+            .at(-1)?.id,
+        ).toBe(resumedFrom);
       }
       for (const tab of onB) expect(tab.client.connections).toHaveLength(1);
     } finally {
@@ -358,7 +388,10 @@ describe('resuming across replica failures', () => {
     const env = { REDIS_URL: SHARED_REDIS_URL, SSEHUB_CHANNEL_PREFIX: prefix, SSEHUB_DRAIN_MS: '1000' };
     const [a, b] = (await startHubs(2, env)) as [HubProcess, HubProcess];
     const pool = new ReplicaPool([a, b]);
-    const opened = await openTabs(pool, [['A', a], ['B', b]]);
+    const opened = await openTabs(pool, [
+      ['A', a],
+      ['B', b],
+    ]);
 
     const publisher = new LoadPublisher(redis, prefix, users, serviceToken, 5);
     publisher.webhookTarget = b.url;
@@ -410,7 +443,8 @@ describe('resuming across replica failures', () => {
       for (const tab of opened) {
         expectExactlyOnceInOrder(tab, publisher.published);
         // Every stream was ended by a drain and resumed with an id; none started over.
-        for (const connection of tab.client.connections.slice(1)) expect(connection.lastEventId).toMatch(/^[0-9a-z]+:\d+-\d+$/);
+        for (const connection of tab.client.connections.slice(1))
+          expect(connection.lastEventId).toMatch(/^[0-9a-z]+:\d+-\d+$/);
       }
       for (const tab of opened.filter((t) => t.home === a)) {
         expect(tab.client.connections.map((conn) => conn.replica)).toEqual([a.url, b.url, c.url]);
@@ -480,14 +514,16 @@ describe('resuming across replica failures', () => {
       resumed = stream;
       expect(stream.status).toBe(200);
       const receive = async (id: string | undefined, what: string): Promise<void> => {
-        await stream.waitFor((st) => st.events().some((e) => e.id === id), 20_000, what).catch(async (err: Error) => {
-          const frames = stream.frames().map((f) => `${f.event ?? ''}${f.hasData ? '' : '(no data)'}@${f.id ?? '-'}`);
-          throw new Error(
-            `${err.message.split(';')[0]}; resumed stream (ended=${stream.isEnded()}) frames: ${frames.join(' ')}; ` +
-              `first connection: ${firstEvents.length} events, last ${firstEvents.at(-1)?.id}; published ${published.length}; ` +
-              `slow_consumer +${(await metricValue(hub, SLOW_CONSUMER)) - slowBefore}, replayed ${await metricValue(hub, REPLAYED)}`,
-          );
-        });
+        await stream
+          .waitFor((st) => st.events().some((e) => e.id === id), 20_000, what)
+          .catch(async (err: Error) => {
+            const frames = stream.frames().map((f) => `${f.event ?? ''}${f.hasData ? '' : '(no data)'}@${f.id ?? '-'}`);
+            throw new Error(
+              `${err.message.split(';')[0]}; resumed stream (ended=${stream.isEnded()}) frames: ${frames.join(' ')}; ` +
+                `first connection: ${firstEvents.length} events, last ${firstEvents.at(-1)?.id}; published ${published.length}; ` +
+                `slow_consumer +${(await metricValue(hub, SLOW_CONSUMER)) - slowBefore}, replayed ${await metricValue(hub, REPLAYED)}`,
+            );
+          });
       };
       await receive(published.at(-1), 'the replay');
       // Then live events, a batch at a time.
@@ -512,9 +548,9 @@ describe('resuming across replica failures', () => {
       );
       expect(firstEvents.length).toBeLessThan(cutAfter as number);
       expect(got).toEqual(published);
-      expect(
-        [...firstEvents, ...stream.events()].map((e) => (JSON.parse(e.data) as { n: number }).n),
-      ).toEqual(published.map((_, i) => i));
+      expect([...firstEvents, ...stream.events()].map((e) => (JSON.parse(e.data) as { n: number }).n)).toEqual(
+        published.map((_, i) => i),
+      );
       expect(resets).toBe(0);
       expect(fast.events().map((e) => e.id)).toEqual(published);
       expect(await metricValue(hub, SLOW_CONSUMER)).toBe(slowBefore + 1);

@@ -79,7 +79,13 @@ async function strictClient(url: string): Promise<Redis> {
   return client;
 }
 
-async function fcallPublish(client: Redis, prefix: string, kind: string, userId: string, event: string): Promise<string> {
+async function fcallPublish(
+  client: Redis,
+  prefix: string,
+  kind: string,
+  userId: string,
+  event: string,
+): Promise<string> {
   return String(await client.call('FCALL', 'ssehub_publish', '0', kind, userId, event, prefix));
 }
 
@@ -218,7 +224,13 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
         if (via === 'fcall') {
           // The counted variant of ssehub_publish: the same publish, returning [id, receivers].
           const [id, receivers] = (await direct.call(
-            'FCALL', 'ssehub_publish_counted', '0', kind, user, JSON.stringify(event), prefix,
+            'FCALL',
+            'ssehub_publish_counted',
+            '0',
+            kind,
+            user,
+            JSON.stringify(event),
+            prefix,
           )) as [string, number];
           attempt.id = String(id);
           attempt.receivers = Number(receivers);
@@ -245,7 +257,12 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
       const t0 = Date.now();
       while (running) {
         n++;
-        await publishOnce(n, users[n % 3] as string, KINDS[n % 5] as Kind, LANES[Math.floor(n / 3) % 3] as Attempt['via']);
+        await publishOnce(
+          n,
+          users[n % 3] as string,
+          KINDS[n % 5] as Kind,
+          LANES[Math.floor(n / 3) % 3] as Attempt['via'],
+        );
         const wait = t0 + n * interval - Date.now();
         if (wait > 0) await sleep(wait);
       }
@@ -266,13 +283,17 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
         'failed publishes during the outage',
       );
 
-      const restartedAt = Date.now();
+      const _restartedAt = Date.now();
       await setup.redis.restart();
       const redisBackAt = Date.now();
       await until(async () => (await isReady(a)) && (await isReady(b)), 20_000, 'both hubs to resubscribe');
       const readyAt = Date.now();
       const since = (via: Attempt['via']): number => ok().filter((x) => x.via === via && x.startedAt >= readyAt).length;
-      await until(() => since('A') >= 5 && since('B') >= 5 && since('fcall') >= 5, 20_000, 'publishes on every lane after recovery');
+      await until(
+        () => since('A') >= 5 && since('B') >= 5 && since('fcall') >= 5,
+        20_000,
+        'publishes on every lane after recovery',
+      );
       running = false;
       await loop;
 
@@ -298,10 +319,12 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
       const arrivals = await Promise.all(
         clients.map((client) => {
           const last = expectedFor(client).at(-1) as Attempt;
-          return client.conn.waitFor((s) => messages(s).some((m) => m.id === last.id), 30_000, 'its last event').then(
-            () => true,
-            () => false,
-          );
+          return client.conn
+            .waitFor((s) => messages(s).some((m) => m.id === last.id), 30_000, 'its last event')
+            .then(
+              () => true,
+              () => false,
+            );
         }),
       );
       for (const [index, client] of clients.entries()) {
@@ -375,7 +398,9 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
           published_ok: succeeded.length,
           published_failed: failures.length,
           // Publishes reported as failed whose event Redis had run (the reply was lost with the connection).
-          failed_but_delivered: `${failedButDeliveredNs.size} publish(es), ${failedButDelivered} deliveries[${[...failedButDeliveredNs]
+          failed_but_delivered: `${failedButDeliveredNs.size} publish(es), ${failedButDelivered} deliveries[${[
+            ...failedButDeliveredNs,
+          ]
             .map((fn) => byN.get(fn))
             .map((f) => `#${f?.n} ${f?.via} ${f?.kind} ${(f?.endedAt ?? 0) - (f?.startedAt ?? 0)}ms "${f?.failure}"`)
             .join('; ')}]`,
@@ -425,7 +450,6 @@ describe('Redis with AOF restarted under two live hubs and a steady publisher', 
 
 describe('Redis without persistence restarted under two live hubs', () => {
   const setup = twoHubsOnOwnRedis();
-  const { prefix } = setup;
 
   it('tells every open stream once that the history was lost, then goes on live; an old id also earns history_lost', async () => {
     const [a, b] = setup.hubs;
@@ -441,7 +465,8 @@ describe('Redis without persistence restarted under two live hubs', () => {
       B: await metricValue(b, 'ssehub_history_resets_total{reason="history_lost"}'),
     };
     const pre: string[] = [];
-    for (let i = 1; i <= 3; i++) pre.push(await publishAccepted(a, service, 'agui', webhookBody(user, { phase: 'pre', i })));
+    for (let i = 1; i <= 3; i++)
+      pre.push(await publishAccepted(a, service, 'agui', webhookBody(user, { phase: 'pre', i })));
     for (const stream of Object.values(streams)) await stream.waitForEvents(3, 15_000);
     const oldEpoch = parseId(pre[2]).epoch;
 
@@ -462,7 +487,8 @@ describe('Redis without persistence restarted under two live hubs', () => {
       await stream.waitFor((s) => resets(s).length >= 1, 20_000, 'the reset');
     }
     const post: string[] = [];
-    for (let i = 1; i <= 2; i++) post.push(await publishAccepted(b, service, 'agui', webhookBody(user, { phase: 'post', i })));
+    for (let i = 1; i <= 2; i++)
+      post.push(await publishAccepted(b, service, 'agui', webhookBody(user, { phase: 'post', i })));
     const newEpoch = parseId(post[0]).epoch;
     expect(newEpoch).not.toBe(oldEpoch);
     expect(post.map((id) => parseId(id).seq)).toEqual([1, 2]);
@@ -477,11 +503,17 @@ describe('Redis without persistence restarted under two live hubs', () => {
         ['message', pre[1], wrap({ phase: 'pre', i: 2 })],
         ['message', pre[2], wrap({ phase: 'pre', i: 3 })],
         // The reset carries the new history's position: nothing was published in it yet.
-        ['reset', `${newEpoch}:0-0`, expect.objectContaining({ type: 'reset', reason: 'history_lost', message: expect.any(String) })],
+        [
+          'reset',
+          `${newEpoch}:0-0`,
+          expect.objectContaining({ type: 'reset', reason: 'history_lost', message: expect.any(String) }),
+        ],
         ['message', post[0], wrap({ phase: 'post', i: 1 })],
         ['message', post[1], wrap({ phase: 'post', i: 2 })],
       ]);
-      perClient.push(`${name}:recv=${messages(stream).length},resets=${resets(stream).length}(${resets(stream).map(resetReason).join(',')})`);
+      perClient.push(
+        `${name}:recv=${messages(stream).length},resets=${resets(stream).length}(${resets(stream).map(resetReason).join(',')})`,
+      );
       stream.close();
     }
 
@@ -492,7 +524,9 @@ describe('Redis without persistence restarted under two live hubs', () => {
       ['message', post[0], undefined],
       ['message', post[1], undefined],
     ]);
-    perClient.push(`opened-during-outage@B:recv=${messages(blind).length},resets=${resets(blind).length}(${resets(blind).map(resetReason).join(',')})`);
+    perClient.push(
+      `opened-during-outage@B:recv=${messages(blind).length},resets=${resets(blind).length}(${resets(blind).map(resetReason).join(',')})`,
+    );
     blind.close();
 
     // A client coming back with an id of the lost history is told so, then continues live.
@@ -548,7 +582,12 @@ describe('resuming from an id on one hub', () => {
 
   const publish = (prefix: string, kind: Kind, userId: string, event: object): Promise<string> =>
     fcallPublish(redis, prefix, kind, userId, JSON.stringify(event));
-  const open = async (hub: HubProcess, path: string, userId: string, headers: Record<string, string> = {}): Promise<SseStream> => {
+  const open = async (
+    hub: HubProcess,
+    path: string,
+    userId: string,
+    headers: Record<string, string> = {},
+  ): Promise<SseStream> => {
     const stream = await openAt(hub, path, userId, headers);
     opened.push(stream);
     return stream;
@@ -612,7 +651,9 @@ describe('resuming from an id on one hub', () => {
     expect(first.raw()).toBe(`id:${capEpoch}:0-0\n\n`);
     const id1 = await publish(capPrefix, 'agui', fresh, { n: 1 });
     expect(parseId(id1)).toEqual({ epoch: capEpoch, ms: expect.any(Number), seq: 1 });
-    expect((await first.waitForEvents(1, 10_000)).map((e) => [e.event, e.id, e.data])).toEqual([[undefined, id1, '{"n":1}']]);
+    expect((await first.waitForEvents(1, 10_000)).map((e) => [e.event, e.id, e.data])).toEqual([
+      [undefined, id1, '{"n":1}'],
+    ]);
 
     // The origin id with an empty history: nothing replayed, no reset; the next event is live.
     const empty = uid('empty');
@@ -628,7 +669,9 @@ describe('resuming from an id on one hub', () => {
     for (let n = 2; n <= 4; n++) more.push(await publish(capPrefix, 'agui', fresh, { n }));
     const all = await open(capHub, '/api/v1/stream/agui', fresh, { 'Last-Event-ID': `${capEpoch}:0-0` });
     const replayed = await all.waitForEvents(4, 10_000);
-    expect(replayed.map((e) => [e.event, e.id, JSON.parse(e.data)])).toEqual(more.map((id, i) => [undefined, id, { n: i + 1 }]));
+    expect(replayed.map((e) => [e.event, e.id, JSON.parse(e.data)])).toEqual(
+      more.map((id, i) => [undefined, id, { n: i + 1 }]),
+    );
   });
 
   it('answers an id it never issued with a reset (unknown_id, or history_lost for another epoch), then goes on live', async () => {
@@ -648,7 +691,12 @@ describe('resuming from an id on one hub', () => {
     for (const [lastEventId, reason] of cases) {
       const stream = await open(capHub, '/api/v1/stream/agui', user, { 'Last-Event-ID': lastEventId });
       const [reset] = await stream.waitForEvents(1, 10_000);
-      expect([lastEventId, reset?.event, resetReason(reset), reset?.id]).toEqual([lastEventId, 'reset', reason, current]);
+      expect([lastEventId, reset?.event, resetReason(reset), reset?.id]).toEqual([
+        lastEventId,
+        'reset',
+        reason,
+        current,
+      ]);
       expect(JSON.parse(reset?.data ?? '')).toEqual({ type: 'reset', reason, message: expect.any(String) });
       current = await publish(capPrefix, 'agui', user, { after: lastEventId.slice(0, 20) });
       const events = await stream.waitForEvents(2, 10_000);
@@ -696,7 +744,9 @@ describe('resuming from an id on one hub', () => {
     for (let n = 1; n <= 5; n++) five.push(await publish(capPrefix, 'agui', atCap, { n }));
     const replayedBefore = await metricValue(capHub, 'ssehub_history_replayed_total');
     const replay = await open(capHub, '/api/v1/stream/agui', atCap, { 'Last-Event-ID': start });
-    expect((await replay.waitForEvents(5, 10_000)).map((e) => [e.event, e.id])).toEqual(five.map((id) => [undefined, id]));
+    expect((await replay.waitForEvents(5, 10_000)).map((e) => [e.event, e.id])).toEqual(
+      five.map((id) => [undefined, id]),
+    );
     expect((await metricValue(capHub, 'ssehub_history_replayed_total')) - replayedBefore).toBe(5);
 
     // Over the cap (10 missed): a reset at the newest id, then live events.
@@ -754,12 +804,18 @@ describe('resuming from an id on one hub', () => {
     const user = uid('query');
     const ids: string[] = [];
     for (let n = 1; n <= 3; n++) ids.push(await publish(capPrefix, 'agui', user, { n }));
-    const viaQuery = await open(capHub, `/api/v1/stream/agui?last_event_id=${encodeURIComponent(ids[0] as string)}`, user);
+    const viaQuery = await open(
+      capHub,
+      `/api/v1/stream/agui?last_event_id=${encodeURIComponent(ids[0] as string)}`,
+      user,
+    );
     expect((await viaQuery.waitForEvents(2, 10_000)).map((e) => [e.event, e.id])).toEqual([
       [undefined, ids[1]],
       [undefined, ids[2]],
     ]);
-    const both = await open(capHub, `/api/v1/stream/agui?last_event_id=garbage`, user, { 'Last-Event-ID': ids[1] as string });
+    const both = await open(capHub, `/api/v1/stream/agui?last_event_id=garbage`, user, {
+      'Last-Event-ID': ids[1] as string,
+    });
     expect((await both.waitForEvents(1, 10_000)).map((e) => [e.event, e.id])).toEqual([[undefined, ids[2]]]);
     await sleep(100);
     expect(both.events()).toHaveLength(1);
@@ -814,7 +870,9 @@ describe('resuming from an id on one hub', () => {
     await agui.waitForEvents(1, 10_000);
     await contexts.waitForEvents(1, 10_000);
     expect(agui.events().map((e) => [e.id, e.data])).toEqual([[undefined, '{"plain":1}']]);
-    expect(contexts.events().map((e) => [e.id, e.data])).toEqual([[undefined, '{"protocol":"agui","event":{"plain":1}}']]);
+    expect(contexts.events().map((e) => [e.id, e.data])).toEqual([
+      [undefined, '{"protocol":"agui","event":{"plain":1}}'],
+    ]);
     expect(agui.raw()).toBe(`id:${position}\n\ndata:{"plain":1}\n\n`);
     expect(agui.lastEventId()).toBe(position);
 
@@ -969,7 +1027,9 @@ describe('the Publisher API and FCALL', () => {
     await sleep(300);
 
     // AOF kept the history: the whole of it, replayed from the origin, holds none of the failed events either.
-    const replay = await openAt(hub, '/api/v1/stream/agui', user, { 'Last-Event-ID': `${parseId(before.id).epoch}:0-0` });
+    const replay = await openAt(hub, '/api/v1/stream/agui', user, {
+      'Last-Event-ID': `${parseId(before.id).epoch}:0-0`,
+    });
     await replay.waitFor((s) => messages(s).some((m) => m.id === sentinel), 15_000, 'the replayed sentinel');
     for (const s of [stream, replay]) {
       const tags = s.events().map((e) => (e.event === 'reset' ? 'reset' : (JSON.parse(e.data) as { tag: string }).tag));

@@ -47,7 +47,9 @@ describe('stream lifecycle', () => {
   });
 
   it('closes an open stream when its token expires', async () => {
-    const stream = await openStream(hub.url, '/api/v1/stream/contexts', { token: await mintToken('short', { expiresIn: 2 }) });
+    const stream = await openStream(hub.url, '/api/v1/stream/contexts', {
+      token: await mintToken('short', { expiresIn: 2 }),
+    });
     expect(stream.status).toBe(200);
     const started = Date.now();
     await stream.waitFor((s) => s.isEnded(), 5000, 'the stream to close');
@@ -76,7 +78,7 @@ describe('stream lifecycle', () => {
     expect(heartbeats[0]).toBe('{"type":"heartbeat"}');
   });
 
-  it('disconnects a client that stops reading while the user\'s other tabs keep up', async () => {
+  it("disconnects a client that stops reading while the user's other tabs keep up", async () => {
     const token = await mintToken('slowpoke');
     const slow: Socket = connect(hub.port, '127.0.0.1');
     await new Promise<void>((resolve) => slow.once('connect', () => resolve()));
@@ -100,7 +102,9 @@ describe('stream lifecycle', () => {
       await fast.waitForEvents(batch + batchSize, 10_000);
     }
     const events = fast.events();
-    expect(events.map((e) => (JSON.parse(e.data) as { i: number }).i)).toEqual(Array.from({ length: total }, (_, i) => i));
+    expect(events.map((e) => (JSON.parse(e.data) as { i: number }).i)).toEqual(
+      Array.from({ length: total }, (_, i) => i),
+    );
     expect(await metricValue(hub, 'ssehub_disconnects_total{reason="slow_consumer"}')).toBe(slowBefore + 1);
 
     // The stalled client's socket was dropped: reading now reaches its end well before all events.

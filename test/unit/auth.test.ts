@@ -44,7 +44,7 @@ describe('token verification (HS256)', () => {
     expect((await tolerant.verify(token)).expiresAt).toBe((exp + 30) * 1000);
   });
 
-  it('refuses user claims no event could be addressed to (a lone surrogate would be stored as another user\'s id)', async () => {
+  it("refuses user claims no event could be addressed to (a lone surrogate would be stored as another user's id)", async () => {
     for (const sub of ['x\ud800', '\udc00', 'a\u0000b', 'u'.repeat(513)]) {
       expect((await rejection(verifier.verify(await mintToken(sub)))).message).toMatch(/not a valid user id/);
     }
@@ -52,13 +52,17 @@ describe('token verification (HS256)', () => {
   });
 
   it('requires exp', async () => {
-    const noExp = await new SignJWT({ sub: 'a' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
+    const noExp = await new SignJWT({ sub: 'a' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .sign(new TextEncoder().encode(TEST_SECRET));
     expect((await rejection(verifier.verify(noExp))).message).toMatch(/invalid token/);
   });
 
   it('checks audience and issuer when configured', async () => {
     const strict = createVerifier({ ...base, audience: 'ssehub', issuer: 'https://idp' });
-    await expect(strict.verify(await mintToken('a', { audience: 'ssehub', issuer: 'https://idp' }))).resolves.toBeDefined();
+    await expect(
+      strict.verify(await mintToken('a', { audience: 'ssehub', issuer: 'https://idp' })),
+    ).resolves.toBeDefined();
     await rejection(strict.verify(await mintToken('a', { audience: 'other', issuer: 'https://idp' })));
     await rejection(strict.verify(await mintToken('a', { audience: 'ssehub', issuer: 'https://evil' })));
     await rejection(strict.verify(await mintToken('a')));
@@ -77,7 +81,10 @@ describe('token verification (public keys)', () => {
   const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, publicKeyPem: rsaPem });
 
   it('accepts RS256 tokens signed with the private key', async () => {
-    const token = await new SignJWT({ sub: 'r' }).setProtectedHeader({ alg: 'RS256' }).setExpirationTime('1h').sign(rsa.privateKey);
+    const token = await new SignJWT({ sub: 'r' })
+      .setProtectedHeader({ alg: 'RS256' })
+      .setExpirationTime('1h')
+      .sign(rsa.privateKey);
     expect((await verifier.verify(token)).userId).toBe('r');
   });
 
@@ -96,7 +103,10 @@ describe('token verification (public keys)', () => {
       clockToleranceSec: 0,
       publicKeyPem: ec.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
     });
-    const token = await new SignJWT({ sub: 'e' }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('1h').sign(ec.privateKey);
+    const token = await new SignJWT({ sub: 'e' })
+      .setProtectedHeader({ alg: 'ES256' })
+      .setExpirationTime('1h')
+      .sign(ec.privateKey);
     expect((await ecVerifier.verify(token)).userId).toBe('e');
     await rejection(verifier.verify(token));
   });
@@ -125,7 +135,10 @@ describe('token verification (JWKS)', () => {
   });
 
   const sign = (kid: string, key = signing.privateKey) =>
-    new SignJWT({ sub: 'j', roles: ['service'] }).setProtectedHeader({ alg: 'RS256', kid }).setExpirationTime('1h').sign(key);
+    new SignJWT({ sub: 'j', roles: ['service'] })
+      .setProtectedHeader({ alg: 'RS256', kid })
+      .setExpirationTime('1h')
+      .sign(key);
 
   it('verifies tokens against the fetched key set and caches it', async () => {
     const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl });
@@ -135,7 +148,11 @@ describe('token verification (JWKS)', () => {
   });
 
   it('answers 503, not 401, when the key set cannot be fetched', async () => {
-    const unreachable = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl: 'http://127.0.0.1:1/jwks.json' });
+    const unreachable = createVerifier({
+      userClaim: 'sub',
+      clockToleranceSec: 0,
+      jwksUrl: 'http://127.0.0.1:1/jwks.json',
+    });
     expect((await rejection(unreachable.verify(await sign('key-1')))).status).toBe(503);
   });
 

@@ -41,15 +41,34 @@ const metrics: CatchUpMetrics = {
 
 function setup(resumeFrom?: string, history = new MemoryHistory({ maxEntries: 100, ttlMs: 3_600_000 })) {
   const gated = new GatedHistory(history);
-  const catchUp = new CatchUp({ history: gated, replayMax: 50, maxEventBytes: 1 << 20, metrics, log: pino({ level: 'silent' }) });
+  const catchUp = new CatchUp({
+    history: gated,
+    replayMax: 50,
+    maxEventBytes: 1 << 20,
+    metrics,
+    log: pino({ level: 'silent' }),
+  });
   const res = new RecordingResponse();
-  const connection = new SseConnection('c1', 'u', Date.now() + 60_000, res.asResponse(), { maxEvents: 100, maxBytes: 1 << 20, stallMs: 30_000 }, () => undefined);
+  const connection = new SseConnection(
+    'c1',
+    'u',
+    Date.now() + 60_000,
+    res.asResponse(),
+    { maxEvents: 100, maxBytes: 1 << 20, stallMs: 30_000 },
+    () => undefined,
+  );
   connection.open();
   res.beforeRead = () => connection.flushPending();
-  const subscriber = new StreamSubscriber(connection, 'agui', resumeFrom, 100, () => metrics.historyReset('history_lost'));
+  const subscriber = new StreamSubscriber(connection, 'agui', resumeFrom, 100, () =>
+    metrics.historyReset('history_lost'),
+  );
   const publish = (n: number, kind = 'agui') => history.append('u', kind, Buffer.from(`{"n":${n}}`));
-  const live = (id: EventId) => subscriber.deliver(id, encodeFrame(Buffer.from(`{"n":${id.seq}}`), { id: formatEventId(id) }));
-  const dataOf = () => parseFrames(res.written).filter((f) => f.hasData).map((f) => f.event ?? JSON.parse(f.data).n);
+  const live = (id: EventId) =>
+    subscriber.deliver(id, encodeFrame(Buffer.from(`{"n":${id.seq}}`), { id: formatEventId(id) }));
+  const dataOf = () =>
+    parseFrames(res.written)
+      .filter((f) => f.hasData)
+      .map((f) => f.event ?? JSON.parse(f.data).n);
   return { history, gated, catchUp, res, subscriber, publish, live, dataOf };
 }
 

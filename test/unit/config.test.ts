@@ -52,7 +52,9 @@ describe('configuration', () => {
   });
 
   it('refuses production without a key and redis without a URL', () => {
-    expect(problems({ NODE_ENV: 'production' })).toEqual([expect.stringContaining('NODE_ENV=production needs a JWT key')]);
+    expect(problems({ NODE_ENV: 'production' })).toEqual([
+      expect.stringContaining('NODE_ENV=production needs a JWT key'),
+    ]);
     expect(problems({ SSEHUB_TRANSPORT: 'redis' })).toEqual([expect.stringContaining('needs REDIS_URL')]);
   });
 

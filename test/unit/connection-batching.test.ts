@@ -2,12 +2,15 @@ import { SseConnection } from '../../src/sse/connection';
 import { RecordingResponse } from '../helpers/recording-response';
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-const frame = (n: number, size = 0): Buffer => Buffer.from(`data:{"n":${n}${size ? `,"pad":"${'x'.repeat(size)}"` : ''}}\n\n`);
+const frame = (n: number, size = 0): Buffer =>
+  Buffer.from(`data:{"n":${n}${size ? `,"pad":"${'x'.repeat(size)}"` : ''}}\n\n`);
 
 function open(limits = { maxEvents: 100, maxBytes: 1 << 20, stallMs: 30_000 }) {
   const res = new RecordingResponse();
   const closed: string[] = [];
-  const connection = new SseConnection('c', 'u', Date.now() + 60_000, res.asResponse(), limits, (_c, reason) => closed.push(reason));
+  const connection = new SseConnection('c', 'u', Date.now() + 60_000, res.asResponse(), limits, (_c, reason) =>
+    closed.push(reason),
+  );
   connection.open();
   return { res, connection, closed };
 }

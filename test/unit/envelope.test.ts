@@ -48,10 +48,17 @@ describe('envelope parsing', () => {
   });
 
   it('rejects invalid UTF-8 and oversized envelopes', () => {
-    const bad = Buffer.concat([Buffer.from('{"user_id":"u","event":{"s":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}}')]);
+    const bad = Buffer.concat([
+      Buffer.from('{"user_id":"u","event":{"s":"'),
+      Buffer.from([0xc3, 0x28]),
+      Buffer.from('"}}'),
+    ]);
     expect(parseEnvelope(bad, MAX)).toMatchObject({ ok: false, reason: 'invalid_utf8' });
     // The limit is on the event; the envelope may exceed it by the id and user id, and no more.
-    expect(parseEnvelope(Buffer.from('{"user_id":"u","event":{"a":"12345"}}'), 10)).toMatchObject({ ok: false, reason: 'too_large' });
+    expect(parseEnvelope(Buffer.from('{"user_id":"u","event":{"a":"12345"}}'), 10)).toMatchObject({
+      ok: false,
+      reason: 'too_large',
+    });
     expect(parseEnvelope(Buffer.from('{"user_id":"u","event":{"a":"1"}}'), 10)).toMatchObject({ ok: true });
     const padded = Buffer.from(`{"user_id":"u","event":{},"pad":"${'x'.repeat(ENVELOPE_OVERHEAD_BYTES)}"}`);
     expect(parseEnvelope(padded, 10)).toMatchObject({ ok: false, reason: 'too_large' });
@@ -67,7 +74,10 @@ describe('envelope parsing', () => {
   });
 
   it('rejects over-long user ids', () => {
-    expect(parse(`{"user_id":"${'x'.repeat(513)}","event":{}}`)).toMatchObject({ ok: false, reason: 'invalid_user_id' });
+    expect(parse(`{"user_id":"${'x'.repeat(513)}","event":{}}`)).toMatchObject({
+      ok: false,
+      reason: 'invalid_user_id',
+    });
   });
 });
 

@@ -14,14 +14,31 @@ function stored(first: number, last: number, from?: EventId, limit = 100): Store
   const all = [];
   for (let seq = first; seq <= last; seq++) all.push(entry(1000 + seq, seq));
   const fromRequested = from ? all.filter((e) => comparePositions(e.id, from) >= 0).slice(0, limit + 2) : [];
-  return { epoch: 'e1', last: last > 0 ? id(1000 + last, last) : undefined, first: all[0]?.id, fromRequested, ttlMs: 3_600_000 };
+  return {
+    epoch: 'e1',
+    last: last > 0 ? id(1000 + last, last) : undefined,
+    first: all[0]?.id,
+    fromRequested,
+    ttlMs: 3_600_000,
+  };
 }
 
 describe('event ids', () => {
   it('round-trips and refuses anything else', () => {
     expect(parseEventId('abc9:1795266279084-42')).toEqual({ epoch: 'abc9', ms: 1795266279084, seq: 42 });
     expect(formatEventId({ epoch: 'abc9', ms: 5, seq: 0 })).toBe('abc9:5-0');
-    for (const bad of ['', '42', 'e:1', 'e:1-', 'E:1-1', 'e:1-1\nid:2', 'e:-1-1', 'e:1-1 ', `e:${'9'.repeat(17)}-1`, 'e:99999999999999999-1']) {
+    for (const bad of [
+      '',
+      '42',
+      'e:1',
+      'e:1-',
+      'E:1-1',
+      'e:1-1\nid:2',
+      'e:-1-1',
+      'e:1-1 ',
+      `e:${'9'.repeat(17)}-1`,
+      'e:99999999999999999-1',
+    ]) {
       expect(parseEventId(bad)).toBeUndefined();
     }
   });
@@ -72,15 +89,22 @@ describe('planReplay', () => {
   });
 
   it('is empty at the head and resets past it', () => {
-    expect(planReplay(id(1003, 3), stored(1, 3, id(1003, 3)), 10)).toEqual({ ok: true, head: id(1003, 3), entries: [] });
+    expect(planReplay(id(1003, 3), stored(1, 3, id(1003, 3)), 10)).toEqual({
+      ok: true,
+      head: id(1003, 3),
+      entries: [],
+    });
     expect(planReplay(id(9999, 1), stored(1, 3, id(9999, 1)), 10)).toMatchObject({ ok: false, reason: 'unknown_id' });
   });
 
   it('resets an id of another epoch as lost history', () => {
-    expect(planReplay(id(1002, 2, 'old'), stored(1, 3, id(1002, 2)), 10)).toMatchObject({ ok: false, reason: 'history_lost' });
+    expect(planReplay(id(1002, 2, 'old'), stored(1, 3, id(1002, 2)), 10)).toMatchObject({
+      ok: false,
+      reason: 'history_lost',
+    });
   });
 
-  it('resets an id that is within retention but not in this history (another user\'s)', () => {
+  it("resets an id that is within retention but not in this history (another user's)", () => {
     const foreign = id(1002, 7);
     expect(planReplay(foreign, stored(1, 5, foreign), 10)).toMatchObject({ ok: false, reason: 'unknown_id' });
   });
@@ -96,7 +120,7 @@ describe('planReplay', () => {
 describe('MemoryHistory', () => {
   const limits = { maxEntries: 3, ttlMs: 10_000 };
 
-  it('numbers each user\'s events from 1 and keeps ids increasing when the clock steps back', () => {
+  it("numbers each user's events from 1 and keeps ids increasing when the clock steps back", () => {
     const history = new MemoryHistory(limits);
     const a1 = history.append('a', 'agui', Buffer.from('{}'), 5000);
     const b1 = history.append('b', 'agui', Buffer.from('{}'), 5000);

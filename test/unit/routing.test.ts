@@ -4,8 +4,14 @@ describe('routing', () => {
   const streamsOf = (kind: (typeof EVENT_KINDS)[number]) => routesFor(kind).map((r) => [r.stream, r.wrapWithProtocol]);
 
   it('sends agui and a2a to their stream and, wrapped, to contexts', () => {
-    expect(streamsOf('agui')).toEqual([['agui', false], ['contexts', true]]);
-    expect(streamsOf('a2a')).toEqual([['a2a', false], ['contexts', true]]);
+    expect(streamsOf('agui')).toEqual([
+      ['agui', false],
+      ['contexts', true],
+    ]);
+    expect(streamsOf('a2a')).toEqual([
+      ['a2a', false],
+      ['contexts', true],
+    ]);
   });
 
   it('sends system only to contexts and analytics only to analytics', () => {
