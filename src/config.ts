@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { LIMIT_NAMES, LIMIT_SPECS, type HubLimits, type LimitSpec } from './limits';
 
 export type TransportKind = 'memory' | 'redis' | 'postgres';
 
@@ -14,7 +15,7 @@ export interface JwtConfig {
   clockToleranceSec: number;
 }
 
-export interface Config {
+export interface Config extends HubLimits {
   port: number;
   host: string;
   production: boolean;
@@ -26,16 +27,7 @@ export interface Config {
   /** Schema of the Postgres outbox (table, publish function). */
   pgSchema: string;
   pgPollMs: number;
-  heartbeatMs: number;
-  maxConnectionsPerUser: number;
-  bufferMaxEvents: number;
-  bufferMaxBytes: number;
-  writeStallMs: number;
-  maxEventBytes: number;
   drainMs: number;
-  historyMax: number;
-  historyTtlMs: number;
-  replayMax: number;
   jwt: JwtConfig;
 }
 
@@ -60,16 +52,8 @@ export const CONFIG_VARIABLES = [
   'DATABASE_URL',
   'SSEHUB_PG_SCHEMA',
   'SSEHUB_PG_POLL_MS',
-  'SSEHUB_HEARTBEAT_MS',
-  'SSEHUB_MAX_CONNECTIONS_PER_USER',
-  'SSEHUB_BUFFER_MAX_EVENTS',
-  'SSEHUB_BUFFER_MAX_BYTES',
-  'SSEHUB_WRITE_STALL_MS',
-  'SSEHUB_MAX_EVENT_BYTES',
+  ...LIMIT_NAMES.map((name) => LIMIT_SPECS[name].env),
   'SSEHUB_DRAIN_MS',
-  'SSEHUB_HISTORY_MAX',
-  'SSEHUB_HISTORY_TTL_MS',
-  'SSEHUB_REPLAY_MAX',
   'SSEHUB_JWT_SECRET',
   'SSEHUB_JWT_PUBLIC_KEY',
   'SSEHUB_JWT_PUBLIC_KEY_FILE',
@@ -78,7 +62,7 @@ export const CONFIG_VARIABLES = [
   'SSEHUB_JWT_AUDIENCE',
   'SSEHUB_JWT_USER_CLAIM',
   'SSEHUB_JWT_CLOCK_TOLERANCE_S',
-] as const;
+];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const CHANNEL_PREFIX_PATTERN = /^[A-Za-z0-9_.:{}-]{1,64}$/;
@@ -191,8 +175,14 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
 
-  const heartbeatMs = read.integer('SSEHUB_HEARTBEAT_MS', 15_000, 100, 3_600_000);
+  const limits = Object.fromEntries(
+    LIMIT_NAMES.map((name) => {
+      const spec: LimitSpec = LIMIT_SPECS[name];
+      return [name, read.integer(spec.env, spec.default, spec.min, spec.max)];
+    }),
+  ) as HubLimits;
   const config: Config = {
+    ...limits,
     port: read.integer('PORT', 8080, 0, 65_535),
     host: read.string('HOST') ?? '0.0.0.0',
     production,
@@ -203,16 +193,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     pgSchema,
     pgPollMs: read.integer('SSEHUB_PG_POLL_MS', 1000, 50, 60_000),
-    heartbeatMs,
-    maxConnectionsPerUser: read.integer('SSEHUB_MAX_CONNECTIONS_PER_USER', 10, 1, 100_000),
-    bufferMaxEvents: read.integer('SSEHUB_BUFFER_MAX_EVENTS', 1024, 1, 1_000_000),
-    bufferMaxBytes: read.integer('SSEHUB_BUFFER_MAX_BYTES', 1024 * 1024, 1024, 1024 * 1024 * 1024),
-    writeStallMs: read.integer('SSEHUB_WRITE_STALL_MS', 30_000, 100, 3_600_000),
-    maxEventBytes: read.integer('SSEHUB_MAX_EVENT_BYTES', 1024 * 1024, 64, 64 * 1024 * 1024),
     drainMs: read.integer('SSEHUB_DRAIN_MS', 10_000, 0, 600_000),
-    historyMax: read.integer('SSEHUB_HISTORY_MAX', 1000, 1, 1_000_000),
-    historyTtlMs: read.integer('SSEHUB_HISTORY_TTL_MS', 3_600_000, 1000, 7 * 24 * 3_600_000),
-    replayMax: read.integer('SSEHUB_REPLAY_MAX', 1000, 0, 100_000),
     jwt,
   };
   if (problems.length > 0) throw new ConfigError(problems);

@@ -5,14 +5,19 @@ import { CatchUp } from './delivery/catch-up';
 import { StreamSubscriber } from './delivery/subscriber';
 import { formatEventId } from './history/event-id';
 import type { HistorySource } from './history/history';
-import type { Transport } from './transport/transport';
+import {
+  hasLivePosition,
+  type InboundEvent,
+  type RejectedMessage,
+  type Transport,
+  type TransportHandler,
+} from './transport/transport';
 import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
-import { isEventKind, routesFor, streamsNotCarrying, type EventKind, type StreamKind } from './routing';
+import { routesFor, streamsNotCarrying, type EventKind, type StreamKind } from './routing';
 import { SseConnection, type OutboundLimits } from './sse/connection';
 import { encodeEventFrame } from './sse/frame';
-import { parseEnvelope, type Rejected } from './wire/envelope';
 
 export interface HubOptions {
   maxEventBytes: number;
@@ -31,8 +36,6 @@ export type OpenResult =
 const RECOVERY_CONCURRENCY = 32;
 /** How often streams whose history read failed are retried while the transport is up. */
 const CATCH_UP_RETRY_MS = 1000;
-/** Ids from further ahead of this replica's clock are not the store's: they would silence later events. */
-const MAX_ID_CLOCK_LEAD_MS = 60 * 60_000;
 
 /**
  * Local fan-out: takes envelopes from the transport, routes them by kind and writes one
@@ -52,7 +55,7 @@ export class Hub {
 
   constructor(
     private readonly options: HubOptions,
-    private readonly history: HistorySource & Pick<Transport, 'isListening' | 'livePosition'>,
+    private readonly history: HistorySource & Pick<Transport, 'isListening'>,
     private readonly metrics: HubMetrics,
     private readonly log: Logger,
   ) {
@@ -70,45 +73,38 @@ export class Hub {
     return this.draining;
   }
 
-  /** The transport's sink. Never throws: a bad message is counted and logged, and the replica keeps serving. */
-  readonly receive = (kind: string, envelope: Buffer): void => {
-    try {
-      this.dispatch(kind, envelope);
-    } catch (err) {
-      // A bug here must not take the transport's reader (and every other user's stream) down with it.
-      this.log.error({ err, kind }, 'event dispatch failed');
-    }
+  /** What the transport calls back into. Never throws: a bug must not take the transport's reader down with it. */
+  readonly transportHandler: TransportHandler = {
+    event: (inbound) => {
+      try {
+        this.dispatch(inbound);
+      } catch (err) {
+        this.log.error({ err, kind: inbound.kind }, 'event dispatch failed');
+      }
+    },
+    rejected: (message) => this.reject(message),
+    subscribing: () => this.holdAll(),
+    subscribed: (again) => {
+      if (again) this.metrics.resubscribed();
+      this.recover();
+    },
   };
 
-  private dispatch(kind: string, envelope: Buffer): void {
+  private dispatch({ kind, userId, id, event }: InboundEvent): void {
     const startedAt = performance.now();
-    if (!isEventKind(kind)) {
-      this.reject({ ok: false, reason: 'unknown_kind', detail: `unknown event kind ${JSON.stringify(kind)}` });
-      return;
-    }
-    const parsed = parseEnvelope(envelope, this.options.maxEventBytes);
-    if (!parsed.ok) {
-      this.reject(parsed, kind);
-      return;
-    }
-    const id = parsed.id;
-    if (id !== undefined && id.ms > Date.now() + MAX_ID_CLOCK_LEAD_MS) {
-      this.reject({ ok: false, reason: 'invalid_id', detail: `id ${formatEventId(id)} is from the future` }, kind);
-      return;
-    }
     this.metrics.eventReceived(kind);
     const fields = id === undefined ? {} : { id: formatEventId(id) };
     for (const route of routesFor(kind)) {
-      const subscribers = this.registry.subscribers(route.stream, parsed.userId);
+      const subscribers = this.registry.subscribers(route.stream, userId);
       if (subscribers === undefined) continue;
-      const frame = encodeEventFrame(kind, route.wrapWithProtocol, parsed.event, fields);
+      const frame = encodeEventFrame(kind, route.wrapWithProtocol, event, fields);
       let written = 0;
       for (const subscriber of subscribers) if (subscriber.deliver(id, frame)) written++;
       this.metrics.delivered(route.stream, written);
     }
     if (id !== undefined) {
       for (const stream of streamsNotCarrying(kind)) {
-        const others = this.registry.subscribers(stream, parsed.userId);
+        const others = this.registry.subscribers(stream, userId);
         if (others !== undefined) for (const subscriber of others) subscriber.passOver(id);
       }
     }
@@ -208,7 +204,7 @@ export class Hub {
     const interval = Math.min(1000, Math.max(25, Math.floor(this.options.heartbeatMs / 4)));
     this.ticker = setInterval(() => {
       const now = Date.now();
-      const livePosition = this.history.livePosition?.();
+      const livePosition = hasLivePosition(this.history) ? this.history.livePosition() : undefined;
       for (const subscriber of this.registry.all()) {
         if (subscriber.connection.tick(now, this.options.heartbeatMs)) subscriber.refreshClientId(livePosition);
       }
@@ -241,14 +237,11 @@ export class Hub {
     for (const subscriber of [...this.registry.all()]) subscriber.connection.close('shutdown');
   }
 
-  private reject(rejected: Rejected, kind?: string): void {
-    this.metrics.eventRejected(rejected.reason);
-    const admitted = this.rejectLogLimiter.admit(rejected.reason);
+  private reject({ reason, detail, kind }: RejectedMessage): void {
+    this.metrics.eventRejected(reason);
+    const admitted = this.rejectLogLimiter.admit(reason);
     if (admitted) {
-      this.log.warn(
-        { reason: rejected.reason, kind, detail: rejected.detail, suppressedSinceLast: admitted.suppressed },
-        'dropped invalid event',
-      );
+      this.log.warn({ reason, kind, detail, suppressedSinceLast: admitted.suppressed }, 'dropped invalid event');
     }
   }
 }

@@ -2,7 +2,7 @@ export { loadConfig, ConfigError, CONFIG_VARIABLES, type Config } from './config
 export { HubServer, type HubServerOptions } from './server';
 export { createLogger } from './log';
 export { EVENT_KINDS, STREAM_KINDS, type EventKind, type StreamKind } from './routing';
-export type { Transport, MessageSink, Published } from './transport/transport';
+export type { Transport, TransportHandler, InboundEvent, Published } from './transport/transport';
 export { TransportUnavailableError, PublishOutcomeUnknownError, EventRejectedError } from './transport/transport';
 export { MemoryTransport } from './transport/memory';
 export { RedisTransport, type RedisTransportOptions } from './transport/redis';

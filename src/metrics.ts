@@ -218,10 +218,6 @@ export class HubMetrics implements CatchUpMetrics, OutboxReaderMetrics {
     this.outboxLag.set(seconds);
   }
 
-  rejected(reason: RejectReason): void {
-    this.eventRejected(reason);
-  }
-
   reconnected(): void {
     this.resubscribed();
   }

@@ -82,14 +82,6 @@ export class HubServer {
     );
     this.hub = hub;
     this.publisher = Publisher.forTransport(transport, config.maxEventBytes);
-    // Streams opened before the first subscription need the same catch-up as after a loss.
-    this.transport.onSubscribe({
-      subscribing: () => hub.holdAll(),
-      subscribed: (again) => {
-        if (again) this.metrics.resubscribed();
-        hub.recover();
-      },
-    });
     const app = createApp({
       config,
       hub,
@@ -105,7 +97,7 @@ export class HubServer {
   }
 
   async listen(): Promise<AddressInfo> {
-    await this.transport.start(this.hub.receive);
+    await this.transport.start(this.hub.transportHandler);
     this.hub.start();
     const { port, host } = this.options.config;
     await new Promise<void>((resolve, reject) => {

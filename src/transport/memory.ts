@@ -2,8 +2,7 @@ import { formatEventId, type EventId } from '../history/event-id';
 import type { HistoryRead } from '../history/history';
 import { MemoryHistory, type HistoryLimits } from '../history/memory-history';
 import type { EventKind } from '../routing';
-import { buildEnvelope } from '../wire/envelope';
-import { TransportUnavailableError, type MessageSink, type Published, type Transport } from './transport';
+import { TransportUnavailableError, type Published, type Transport, type TransportHandler } from './transport';
 
 const SWEEP_INTERVAL_MS = 60_000;
 
@@ -11,7 +10,7 @@ const SWEEP_INTERVAL_MS = 60_000;
 export class MemoryTransport implements Transport {
   readonly name = 'memory';
   private readonly history: MemoryHistory;
-  private sink: MessageSink | undefined;
+  private handler: TransportHandler | undefined;
   private closed = false;
   private sweeper: NodeJS.Timeout | undefined;
 
@@ -19,20 +18,19 @@ export class MemoryTransport implements Transport {
     this.history = new MemoryHistory(limits);
   }
 
-  async start(sink: MessageSink): Promise<void> {
-    this.sink = sink;
+  async start(handler: TransportHandler): Promise<void> {
+    this.handler = handler;
     this.sweeper = setInterval(() => this.history.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
   }
 
   async publish(kind: EventKind, userId: string, event: Buffer): Promise<Published> {
-    if (this.closed || !this.sink) throw new TransportUnavailableError('memory transport is not running');
-    const sink = this.sink;
-    const id = formatEventId(this.history.append(userId, kind, event));
-    const envelope = buildEnvelope(userId, event, id);
+    const handler = this.handler;
+    if (this.closed || !handler) throw new TransportUnavailableError('memory transport is not running');
+    const id = this.history.append(userId, kind, event);
     // Deliver on a later turn, as a networked transport would, never inside the publisher's call stack.
-    setImmediate(() => sink(kind, envelope));
-    return { id, receivers: 1 };
+    setImmediate(() => handler.event({ kind, userId, id, event }));
+    return { id: formatEventId(id), receivers: 1 };
   }
 
   async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
@@ -40,16 +38,12 @@ export class MemoryTransport implements Transport {
   }
 
   isListening(): boolean {
-    return this.sink !== undefined && !this.closed;
-  }
-
-  onSubscribe(): void {
-    // An in-process subscription exists from start() on and is never lost.
+    return this.handler !== undefined && !this.closed;
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    this.sink = undefined;
+    this.handler = undefined;
     clearInterval(this.sweeper);
   }
 }

@@ -1,12 +1,11 @@
 import { Client } from 'pg';
 import type { Logger } from 'pino';
-import { LogRateLimiter } from '../log';
 import { isEventKind } from '../routing';
-import { buildEnvelope, validateEvent, validateUserId, type RejectReason, type Rejected } from '../wire/envelope';
-import { formatEventId, type EventId } from '../history/event-id';
+import { validateEvent, validateUserId, type Rejected } from '../wire/envelope';
+import type { EventId } from '../history/event-id';
 import { comparePosition, eventIdAt, type OutboxPosition } from './postgres-outbox';
 import { SESSION_OPTIONS, notifyChannel, quoteIdent } from './postgres-schema';
-import type { MessageSink } from './transport';
+import type { TransportHandler } from './transport';
 
 export const WAKE_SOURCES = ['notify', 'poll', 'retry'] as const;
 export type WakeSource = (typeof WAKE_SOURCES)[number];
@@ -16,7 +15,6 @@ export interface OutboxReaderMetrics {
   wokeUp(source: WakeSource): void;
   /** Seconds the oldest committed row this replica has not delivered yet has waited; 0 when caught up. */
   lag(seconds: number): void;
-  rejected(reason: RejectReason): void;
   reconnected(): void;
 }
 
@@ -93,11 +91,10 @@ export class OutboxReader {
   private pollTimer: NodeJS.Timeout | undefined;
   private connectedBefore = false;
   private readonly readSql: string;
-  private readonly rejectLogLimiter = new LogRateLimiter();
   private readonly log: Logger;
 
   constructor(
-    private readonly sink: MessageSink,
+    private readonly handler: TransportHandler,
     private readonly options: OutboxReaderOptions,
   ) {
     this.log = options.log.child({ component: 'postgres-reader' });
@@ -131,7 +128,7 @@ export class OutboxReader {
     return this.listening;
   }
 
-  /** Every row up to here has been handed to the sink. */
+  /** Every row up to here has been handed to the handler. */
   delivered(): EventId | undefined {
     return this.position && this.epoch !== undefined
       ? eventIdAt(this.epoch, this.position.tx, this.position.id)
@@ -267,7 +264,7 @@ export class OutboxReader {
     let lastAge = 0;
     for (const row of result.rows) {
       if (row.tx === null || row.id === null) break;
-      // Moved row by row: a sink that throws must not make the next read deliver this row again.
+      // Moved row by row: a handler that throws must not make the next read deliver this row again.
       this.position = { tx: row.tx, id: row.id };
       read++;
       lastAge = row.age ?? 0;
@@ -302,18 +299,14 @@ export class OutboxReader {
       : id === undefined
         ? { ok: false, reason: 'invalid_id', detail: `position ${row.tx}-${row.id} is beyond the id range` }
         : (validateUserId(row.user_id) ?? validateEvent(event, this.options.maxEventBytes));
-    if (problem || id === undefined) {
-      const reason = problem?.reason ?? 'invalid_id';
-      this.options.metrics.rejected(reason);
-      const admitted = this.rejectLogLimiter.admit(reason);
-      if (admitted) {
-        this.log.warn(
-          { reason, detail: problem?.detail, row: `${row.tx}-${row.id}`, suppressedSinceLast: admitted.suppressed },
-          'skipped a bad outbox row',
-        );
-      }
+    if (problem || id === undefined || !isEventKind(kind)) {
+      this.handler.rejected({
+        reason: problem?.reason ?? 'invalid_id',
+        detail: `outbox row ${row.tx}-${row.id}: ${problem?.detail ?? 'no id'}`,
+        kind,
+      });
       return;
     }
-    this.sink(kind, buildEnvelope(row.user_id as string, event, formatEventId(id)));
+    this.handler.event({ kind, userId: row.user_id as string, id, event });
   }
 }

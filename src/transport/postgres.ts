@@ -6,13 +6,7 @@ import type { EventKind } from '../routing';
 import { Outbox } from './postgres-outbox';
 import { OutboxReader, type OutboxReaderMetrics } from './postgres-reader';
 import { SESSION_OPTIONS, migrateOutbox } from './postgres-schema';
-import {
-  TransportUnavailableError,
-  type MessageSink,
-  type Published,
-  type SubscriptionListener,
-  type Transport,
-} from './transport';
+import { TransportUnavailableError, type Published, type Transport, type TransportHandler } from './transport';
 
 export interface PostgresTransportOptions {
   /** postgres://user:password@host:5432/database */
@@ -43,7 +37,6 @@ export class PostgresTransport implements Transport {
   private readonly pool: Pool;
   private readonly outbox: Outbox;
   private readonly log: Logger;
-  private readonly subscriptionListeners: SubscriptionListener[] = [];
   private reader: OutboxReader | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
   private closing = false;
@@ -65,9 +58,9 @@ export class PostgresTransport implements Transport {
     this.outbox = new Outbox(this.pool, options.schema);
   }
 
-  async start(sink: MessageSink): Promise<void> {
+  async start(handler: TransportHandler): Promise<void> {
     const { options } = this;
-    this.reader = new OutboxReader(sink, {
+    this.reader = new OutboxReader(handler, {
       connectionString: options.url,
       schema: options.schema,
       pollMs: options.pollMs,
@@ -80,14 +73,14 @@ export class PostgresTransport implements Transport {
           this.schedulePruning();
         },
         started: (begin) => {
-          for (const listener of this.subscriptionListeners) listener.subscribing();
+          handler.subscribing();
           begin();
-          for (const listener of this.subscriptionListeners) listener.subscribed(false);
+          handler.subscribed(false);
         },
         gap: (skip) => {
-          for (const listener of this.subscriptionListeners) listener.subscribing();
+          handler.subscribing();
           skip();
-          for (const listener of this.subscriptionListeners) listener.subscribed(true);
+          handler.subscribed(true);
         },
       },
     });
@@ -110,10 +103,6 @@ export class PostgresTransport implements Transport {
 
   livePosition(): EventId | undefined {
     return this.reader?.delivered();
-  }
-
-  onSubscribe(listener: SubscriptionListener): void {
-    this.subscriptionListeners.push(listener);
   }
 
   async close(): Promise<void> {

@@ -4,7 +4,8 @@ import type { EventId } from '../history/event-id';
 import type { HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
 import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type HistorySettings } from './redis-events';
-import type { MessageSink, Published, SubscriptionListener, Transport } from './transport';
+import { admitEnvelope, isRejectedMessage } from '../wire/envelope';
+import type { Published, Transport, TransportHandler } from './transport';
 
 export interface RedisTransportOptions {
   url: string;
@@ -48,8 +49,7 @@ export class RedisTransport implements Transport {
   private readonly subscriber: Redis;
   private readonly events: RedisEvents;
   private readonly log: Logger;
-  private readonly subscriptionListeners: SubscriptionListener[] = [];
-  private sink: MessageSink | undefined;
+  private handler: TransportHandler | undefined;
   private listening = false;
   private subscribedBefore = false;
   private closing = false;
@@ -95,12 +95,20 @@ export class RedisTransport implements Transport {
     this.subscriber.on('ready', () => void this.subscribe());
     this.subscriber.on('close', () => this.markDown('connection closed'));
     this.subscriber.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer, message: Buffer) => {
-      if (this.sink) this.sink(channel.toString('utf8', this.channelPrefixLength), message);
+      const handler = this.handler;
+      if (!handler) return;
+      const admitted = admitEnvelope(
+        channel.toString('utf8', this.channelPrefixLength),
+        message,
+        options.history.maxEventBytes,
+      );
+      if (isRejectedMessage(admitted)) handler.rejected(admitted);
+      else handler.event(admitted);
     });
   }
 
-  async start(sink: MessageSink): Promise<void> {
-    this.sink = sink;
+  async start(handler: TransportHandler): Promise<void> {
+    this.handler = handler;
     // Connection failures are retried in the background; readiness reports them meanwhile.
     this.publisher
       .connect()
@@ -148,10 +156,6 @@ export class RedisTransport implements Transport {
     return this.listening && this.publisher.status === 'ready' && this.historyReader.status === 'ready';
   }
 
-  onSubscribe(listener: SubscriptionListener): void {
-    this.subscriptionListeners.push(listener);
-  }
-
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.livenessTimer);
@@ -164,7 +168,7 @@ export class RedisTransport implements Transport {
 
   private async subscribe(): Promise<void> {
     // Messages may arrive in the same read as the PSUBSCRIBE reply, before the await below returns.
-    for (const listener of this.subscriptionListeners) listener.subscribing();
+    this.handler?.subscribing();
     try {
       await this.subscriber.psubscribe(this.pattern);
     } catch (err) {
@@ -176,7 +180,7 @@ export class RedisTransport implements Transport {
     this.log.info({ pattern: this.pattern }, 'listening for events');
     const again = this.subscribedBefore;
     this.subscribedBefore = true;
-    for (const listener of this.subscriptionListeners) listener.subscribed(again);
+    this.handler?.subscribed(again);
   }
 
   private markDown(why: string): void {

@@ -1,12 +1,39 @@
 import type { EventId } from '../history/event-id';
 import type { HistorySource } from '../history/history';
 import type { EventKind } from '../routing';
+import type { RejectReason } from '../wire/envelope';
 
 /**
- * Receives every message published on any replica, once, in the order the transport delivers
- * it. `kind` is whatever the publisher addressed; the hub rejects kinds it does not know.
+ * One event as it enters the hub: its kind known, its user id, id and event bytes checked at
+ * the boundary where it entered (the transport's reader, the webhook), and trusted from there on.
  */
-export type MessageSink = (kind: string, envelope: Buffer) => void;
+export interface InboundEvent {
+  kind: EventKind;
+  userId: string;
+  /** Absent for events published without history (a plain PUBLISH). */
+  id: EventId | undefined;
+  /** The event object's bytes, exactly as published. */
+  event: Buffer;
+}
+
+/** What a message that failed the entry checks was, for the hub to count and log once. */
+export interface RejectedMessage {
+  reason: RejectReason;
+  detail: string;
+  /** The kind it was addressed to, when known. */
+  kind?: string;
+}
+
+/** The one object a transport calls back into; it never throws. */
+export interface TransportHandler {
+  /** Every valid event published on any replica, once, in the order the transport delivers it. */
+  event(event: InboundEvent): void;
+  rejected(message: RejectedMessage): void;
+  /** Just before each (re)subscription, the first one included, while nothing can have arrived yet. */
+  subscribing(): void;
+  /** Once messages flow; `again` is false for the first subscription of this transport. */
+  subscribed(again: boolean): void;
+}
 
 export interface Published {
   /** The event's id (`<epoch>:<ms>-<seq>`), also sent to clients as the SSE `id:`. */
@@ -26,7 +53,7 @@ export interface Published {
 export interface Transport extends HistorySource {
   readonly name: string;
   /** Begins receiving. Resolves once started; the subscription may come up later (see isListening). */
-  start(sink: MessageSink): Promise<void>;
+  start(handler: TransportHandler): Promise<void>;
   /**
    * Assigns the event the user's next id, records it in the user's history and hands it to
    * every replica, this one included, as one step. Rejects quickly when the transport is down
@@ -35,25 +62,21 @@ export interface Transport extends HistorySource {
   publish(kind: EventKind, userId: string, event: Buffer): Promise<Published>;
   /** True while messages published now will reach this replica, and it can publish and read history. */
   isListening(): boolean;
-  /**
-   * Follows every (re)establishment of the subscription, the first one included: `subscribing`
-   * runs just before it, while nothing can have arrived yet; `subscribed` once messages flow.
-   */
-  onSubscribe(listener: SubscriptionListener): void;
-  /**
-   * For stores with one order for all users (the Postgres outbox): the position up to which
-   * every event has been handed to the sink. A stream caught up live is past it too, even if
-   * none of those events were its user's, so an idle client can be moved there and does not
-   * fall behind retention. Undefined where ids are per user (Redis, memory).
-   */
-  livePosition?(): EventId | undefined;
   close(): Promise<void>;
 }
 
-export interface SubscriptionListener {
-  subscribing(): void;
-  /** `again` is false for the first subscription of this transport. */
-  subscribed(again: boolean): void;
+/**
+ * A capability of stores with one order for all users (the Postgres outbox): the position up
+ * to which every event has been handed to the handler. A stream caught up live is past it too,
+ * even if none of those events were its user's, so an idle client can be moved there and does
+ * not fall behind retention. Stores whose ids are per user (Redis, memory) lack it.
+ */
+export interface LivePosition {
+  livePosition(): EventId | undefined;
+}
+
+export function hasLivePosition<T extends object>(transport: T): transport is T & LivePosition {
+  return typeof (transport as Partial<LivePosition>).livePosition === 'function';
 }
 
 export class TransportUnavailableError extends Error {

@@ -1,5 +1,7 @@
 import { isUtf8 } from 'node:buffer';
-import { parseEventId, type EventId } from '../history/event-id';
+import { formatEventId, parseEventId, type EventId } from '../history/event-id';
+import { isEventKind } from '../routing';
+import type { InboundEvent, RejectedMessage } from '../transport/transport';
 import { nestsDeeperThan, scanObjectMembers, type JsonMember } from './json-members';
 
 /**
@@ -165,4 +167,26 @@ const ENVELOPE_END = Buffer.from('}');
 export function buildEnvelope(userId: string, event: Buffer, id?: string): Buffer {
   const head = id === undefined ? '{"user_id":' : `{"id":${JSON.stringify(id)},"user_id":`;
   return Buffer.concat([Buffer.from(head + JSON.stringify(userId)), ENVELOPE_EVENT, event, ENVELOPE_END]);
+}
+
+/** Ids from further ahead of this replica's clock are not the store's: they would silence later events. */
+const MAX_ID_CLOCK_LEAD_MS = 60 * 60_000;
+
+/**
+ * The entry check for a message taken off a shared channel: the kind it was addressed to, then
+ * the envelope. What passes is an InboundEvent the hub trusts from there on.
+ */
+export function admitEnvelope(kind: string, envelope: Buffer, maxEventBytes: number): InboundEvent | RejectedMessage {
+  if (!isEventKind(kind)) return { reason: 'unknown_kind', detail: `unknown event kind ${JSON.stringify(kind)}`, kind };
+  const parsed = parseEnvelope(envelope, maxEventBytes);
+  if (!parsed.ok) return { reason: parsed.reason, detail: parsed.detail, kind };
+  const { id } = parsed;
+  if (id !== undefined && id.ms > Date.now() + MAX_ID_CLOCK_LEAD_MS) {
+    return { reason: 'invalid_id', detail: `id ${formatEventId(id)} is from the future`, kind };
+  }
+  return { kind, userId: parsed.userId, id, event: parsed.event };
+}
+
+export function isRejectedMessage(value: InboundEvent | RejectedMessage): value is RejectedMessage {
+  return 'reason' in value;
 }
