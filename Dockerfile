@@ -20,7 +20,11 @@ FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The stand-alone server needs the peers the library leaves optional (ioredis, pg, koa,
+# @koa/router): installed at the versions the lockfile pins.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+    && npm install --no-save --omit=dev --ignore-scripts --no-audit --no-fund $(node -p \
+      "const l = require('./package-lock.json').packages; Object.keys(require('./package.json').peerDependencies).map((n) => n + '@' + l['node_modules/' + n].version).join(' ')") \
     && npm cache clean --force
 COPY --from=build /app/dist ./dist
 

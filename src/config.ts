@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { JWT_DEFAULTS } from './auth/jwt';
 import { LIMIT_NAMES, LIMIT_SPECS, type HubLimits, type LimitSpec } from './limits';
 
 export type TransportKind = 'memory' | 'redis' | 'postgres';
@@ -154,8 +155,8 @@ export function loadConfig(env: Env = process.env): Config {
     jwksUrl: read.string('SSEHUB_JWT_JWKS_URL'),
     issuer: read.string('SSEHUB_JWT_ISSUER'),
     audience: read.string('SSEHUB_JWT_AUDIENCE'),
-    userClaim: read.string('SSEHUB_JWT_USER_CLAIM') ?? 'sub',
-    clockToleranceSec: read.integer('SSEHUB_JWT_CLOCK_TOLERANCE_S', 30, 0, 300),
+    userClaim: read.string('SSEHUB_JWT_USER_CLAIM') ?? JWT_DEFAULTS.userClaim,
+    clockToleranceSec: read.integer('SSEHUB_JWT_CLOCK_TOLERANCE_S', JWT_DEFAULTS.clockToleranceSec, 0, 300),
   };
   const keySources = [jwt.secret, jwt.publicKeyPem, jwt.jwksUrl].filter((v) => v !== undefined);
   if (keySources.length > 1) {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type { Logger } from 'pino';
+import type { HubLogger } from './log';
 import { CatchUp } from './delivery/catch-up';
 import { StreamSubscriber } from './delivery/subscriber';
 import { formatEventId } from './history/event-id';
@@ -16,7 +16,7 @@ import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
 import { routesFor, streamsNotCarrying, type EventKind, type StreamKind } from './routing';
-import { SseConnection, type OutboundLimits } from './sse/connection';
+import { SseConnection, type DisconnectReason, type OutboundLimits } from './sse/connection';
 import { encodeEventFrame } from './sse/frame';
 
 export interface HubOptions {
@@ -42,7 +42,7 @@ const CATCH_UP_RETRY_MS = 1000;
  * encoded frame per stream to every matching connection of the addressed user. Streams
  * start (and recover) from the user's history, so a reconnecting client loses nothing.
  */
-export class Hub {
+export class HubCore {
   readonly registry: Registry<StreamSubscriber>;
   private draining = false;
   private ticker: NodeJS.Timeout | undefined;
@@ -52,12 +52,14 @@ export class Hub {
   private awaitingRecovery = false;
   private readonly rejectLogLimiter = new LogRateLimiter();
   private readonly catchUp: CatchUp;
+  /** What the transport calls back into. Never throws: a bug must not take the transport's reader down with it. */
+  readonly transportHandler: TransportHandler;
 
   constructor(
     private readonly options: HubOptions,
     private readonly history: HistorySource & Pick<Transport, 'isListening'>,
     private readonly metrics: HubMetrics,
-    private readonly log: Logger,
+    private readonly log: HubLogger,
   ) {
     this.registry = new Registry(options.maxConnectionsPerUser);
     this.catchUp = new CatchUp({
@@ -67,28 +69,27 @@ export class Hub {
       metrics,
       log,
     });
+    this.transportHandler = {
+      event: (inbound) => {
+        try {
+          this.dispatch(inbound);
+        } catch (err) {
+          log.error({ err, kind: inbound.kind }, 'event dispatch failed');
+        }
+      },
+      rejected: (message) => this.reject(message),
+      subscribing: () => this.holdAll(),
+      subscribed: (again) => {
+        if (again) metrics.resubscribed();
+        this.recover();
+      },
+      metrics,
+    };
   }
 
   get isDraining(): boolean {
     return this.draining;
   }
-
-  /** What the transport calls back into. Never throws: a bug must not take the transport's reader down with it. */
-  readonly transportHandler: TransportHandler = {
-    event: (inbound) => {
-      try {
-        this.dispatch(inbound);
-      } catch (err) {
-        this.log.error({ err, kind: inbound.kind }, 'event dispatch failed');
-      }
-    },
-    rejected: (message) => this.reject(message),
-    subscribing: () => this.holdAll(),
-    subscribed: (again) => {
-      if (again) this.metrics.resubscribed();
-      this.recover();
-    },
-  };
 
   private dispatch({ kind, userId, id, event }: InboundEvent): void {
     const startedAt = performance.now();
@@ -123,7 +124,14 @@ export class Hub {
    * at the cap. The stream is registered before history is read, so nothing published
    * meanwhile slips between the replay and live delivery.
    */
-  open(stream: StreamKind, userId: string, expiresAt: number, res: ServerResponse, lastEventId?: string): OpenResult {
+  open(
+    stream: StreamKind,
+    userId: string,
+    expiresAt: number,
+    res: ServerResponse,
+    lastEventId?: string,
+    onClosed?: (reason: DisconnectReason) => void,
+  ): OpenResult {
     // The client may have hung up while its token was being verified; its 'close' has fired already.
     if (res.destroyed || !res.socket || res.socket.destroyed) return { ok: false, reason: 'client_gone' };
     if (this.draining) return { ok: false, reason: 'draining' };
@@ -138,6 +146,7 @@ export class Hub {
         this.registry.remove(stream, subscriber);
         this.metrics.disconnected(reason);
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
+        onClosed?.(reason);
       },
     );
     const subscriber = new StreamSubscriber(connection, stream, lastEventId, this.options.outbound.maxEvents, () =>

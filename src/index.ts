@@ -1,14 +1,57 @@
-export { loadConfig, ConfigError, CONFIG_VARIABLES, type Config } from './config';
-export { HubServer, type HubServerOptions } from './server';
-export { createLogger } from './log';
-export { EVENT_KINDS, STREAM_KINDS, type EventKind, type StreamKind } from './routing';
-export type { Transport, TransportHandler, InboundEvent, Published } from './transport/transport';
-export { TransportUnavailableError, PublishOutcomeUnknownError, EventRejectedError } from './transport/transport';
+// The library: a hub with no HTTP server of its own. Mounts live in `ssehub/koa` (Koa) and on
+// the hub itself (`hub.serveStream`, for node:http, Express, Fastify); Redis and Postgres
+// transports in `ssehub/redis` and `ssehub/postgres`; publishing from other processes in
+// `ssehub/publisher`.
+export {
+  createHub,
+  type Hub,
+  type CreateHubOptions,
+  type Broadcaster,
+  type PublishInput,
+  type Readiness,
+} from './create-hub';
+export type { StreamGuard, ServeStreamOptions } from './http/stream-routes';
+export { STREAM_ROUTES } from './http/stream-routes';
+export type { EventOf } from './events/types';
 export { MemoryTransport } from './transport/memory';
-export { RedisTransport, type RedisTransportOptions } from './transport/redis';
-export { Publisher, type RedisPublisherOptions, type PostgresPublisherOptions, type PublishTarget } from './publisher';
-export { PostgresTransport, type PostgresTransportOptions } from './transport/postgres';
-export { REDIS_LIBRARY, PUBLISH_FUNCTION } from './transport/redis-library';
+export type { HistoryLimits as MemoryTransportOptions } from './history/memory-history';
+export {
+  EventError,
+  EventRejectedError,
+  TransportUnavailableError,
+  PublishOutcomeUnknownError,
+  hasLivePosition,
+  type Transport,
+  type TransportHandler,
+  type InboundEvent,
+  type RejectedMessage,
+  type Published,
+  type LivePosition,
+} from './transport/transport';
+export {
+  RESET_REASONS,
+  type ResetReason,
+  type HistoryRead,
+  type HistoryEntry,
+  type HistorySource,
+} from './history/history';
 export { parseEventId, formatEventId, type EventId } from './history/event-id';
-export { RESET_REASONS, type ResetReason, type HistoryRead, type HistorySource } from './history/history';
-export { buildEnvelope } from './wire/envelope';
+export {
+  EVENT_KINDS,
+  STREAM_KINDS,
+  routesFor,
+  kindsForStream,
+  type EventKind,
+  type StreamKind,
+  type Route,
+} from './routing';
+export { HEARTBEAT_INTERVAL_MS, HEARTBEAT_JSON, standardKeepAlive } from './sse/frame';
+export { DISCONNECT_REASONS, type DisconnectReason } from './sse/connection';
+export { DEFAULT_LIMITS, LIMIT_SPECS, type HubLimits } from './limits';
+export { AuthError, ROLE_ADMIN, ROLE_SERVICE, type Principal, type TokenVerifier } from './auth/verifier';
+export { jwtAuthenticator, type Authenticate, type PrincipalInit } from './auth/principal';
+export { jwtVerifier, type JwtOptions } from './auth/jwt';
+export { MissingPeerDependencyError } from './optional-peer';
+export type { HubLogger } from './log';
+export type { MetricsOptions } from './metrics';
+export type { PublishableEvent } from './wire/publishable';

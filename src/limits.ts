@@ -1,3 +1,5 @@
+import { HEARTBEAT_INTERVAL_MS } from './sse/frame';
+
 /**
  * The one statement of the hub's limits: their defaults and accepted ranges. The stand-alone
  * server reads them from the environment variables named here, the library takes them as
@@ -5,7 +7,7 @@
  */
 export const LIMIT_SPECS = {
   /** A heartbeat frame goes out after this long without a frame. */
-  heartbeatMs: { env: 'SSEHUB_HEARTBEAT_MS', default: 15_000, min: 100, max: 3_600_000 },
+  heartbeatMs: { env: 'SSEHUB_HEARTBEAT_MS', default: HEARTBEAT_INTERVAL_MS, min: 100, max: 3_600_000 },
   /** Open streams per user, per stream kind and replica. */
   maxConnectionsPerUser: { env: 'SSEHUB_MAX_CONNECTIONS_PER_USER', default: 10, min: 1, max: 100_000 },
   /** Frames one stream may queue behind a socket that refuses writes. */

@@ -1,6 +1,21 @@
-import pino, { type Logger } from 'pino';
+import pino from 'pino';
 
-export function createLogger(level: string): Logger {
+type LogFn = {
+  (fields: object, message?: string): void;
+  (message: string): void;
+};
+
+/** What the hub logs through: pino, or anything with pino's shape (child loggers and leveled calls). */
+export interface HubLogger {
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+  child(bindings: Record<string, unknown>): HubLogger;
+}
+
+/** The stand-alone server's logger; embedders pass their own. */
+export function createLogger(level: string): HubLogger {
   return pino({
     level,
     base: { service: 'ssehub' },

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { EVENT_KINDS, STREAM_KINDS, type EventKind, type StreamKind } from './routing';
 import { REJECT_REASONS, type RejectReason } from './wire/envelope';
 import { DISCONNECT_REASONS, type DisconnectReason } from './sse/connection';
@@ -22,12 +22,19 @@ export interface MetricsSources {
   transportListening(): boolean;
 }
 
+export interface MetricsOptions {
+  /** The host's registry; the hub registers its metrics there and nothing else (no default process metrics). */
+  registry?: Registry;
+  /** Put before every metric name, e.g. `myapp_`. */
+  prefix?: string;
+}
+
 /**
  * Prometheus metrics in a registry of the hub's own. No label carries a user or connection
  * id, so the number of series is fixed whatever the traffic.
  */
 export class HubMetrics implements CatchUpMetrics, OutboxReaderMetrics {
-  readonly registry = new Registry();
+  readonly registry: Registry;
   private readonly eventsReceived: Counter<'kind'>;
   private readonly eventsRejected: Counter<'reason'>;
   private readonly framesDelivered: Counter<'stream'>;
@@ -44,12 +51,13 @@ export class HubMetrics implements CatchUpMetrics, OutboxReaderMetrics {
   private readonly outboxWakeups: Counter<'source'>;
   private readonly outboxLag: Gauge;
 
-  constructor(sources: MetricsSources) {
+  constructor(sources: MetricsSources, options: MetricsOptions = {}) {
+    this.registry = options.registry ?? new Registry();
+    const prefix = options.prefix ?? '';
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
 
     new Gauge({
-      name: 'sse_active_connections',
+      name: `${prefix}sse_active_connections`,
       help: 'Open SSE connections on this replica, by stream',
       labelNames: ['channel'],
       registers,
@@ -58,7 +66,7 @@ export class HubMetrics implements CatchUpMetrics, OutboxReaderMetrics {
       },
     });
     new Gauge({
-      name: 'ssehub_transport_listening',
+      name: `${prefix}ssehub_transport_listening`,
       help: '1 while the transport subscription is established, 0 while it is down',
       registers,
       collect() {
@@ -66,88 +74,88 @@ export class HubMetrics implements CatchUpMetrics, OutboxReaderMetrics {
       },
     });
     this.eventsReceived = new Counter({
-      name: 'ssehub_events_received_total',
+      name: `${prefix}ssehub_events_received_total`,
       help: 'Valid events received from the transport, by kind',
       labelNames: ['kind'],
       registers,
     });
     this.eventsRejected = new Counter({
-      name: 'ssehub_events_rejected_total',
+      name: `${prefix}ssehub_events_rejected_total`,
       help: 'Messages dropped as invalid, by reason',
       labelNames: ['reason'],
       registers,
     });
     this.framesDelivered = new Counter({
-      name: 'ssehub_frames_delivered_total',
+      name: `${prefix}ssehub_frames_delivered_total`,
       help: 'Event frames written to connections, by stream',
       labelNames: ['stream'],
       registers,
     });
     this.disconnects = new Counter({
-      name: 'ssehub_disconnects_total',
+      name: `${prefix}ssehub_disconnects_total`,
       help: 'Closed SSE connections, by reason',
       labelNames: ['reason'],
       registers,
     });
     this.connectionsRejected = new Counter({
-      name: 'ssehub_connections_rejected_total',
+      name: `${prefix}ssehub_connections_rejected_total`,
       help: 'Stream requests refused, by reason',
       labelNames: ['reason'],
       registers,
     });
     this.published = new Counter({
-      name: 'ssehub_published_total',
+      name: `${prefix}ssehub_published_total`,
       help: 'Events published through this replica (webhook), by kind and result',
       labelNames: ['kind', 'result'],
       registers,
     });
     this.resubscribes = new Counter({
-      name: 'ssehub_transport_resubscribes_total',
+      name: `${prefix}ssehub_transport_resubscribes_total`,
       help: 'Times the transport subscription was re-established after a loss',
       registers,
     });
     this.deliveryLatency = new Histogram({
-      name: 'ssehub_delivery_seconds',
+      name: `${prefix}ssehub_delivery_seconds`,
       help: 'Time from receiving an event from the transport to writing it to every local connection',
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     });
 
     this.historyReplayed = new Counter({
-      name: 'ssehub_history_replayed_total',
+      name: `${prefix}ssehub_history_replayed_total`,
       help: 'Events replayed from history to streams that connected with a Last-Event-ID',
       registers,
     });
     this.historyRecovered = new Counter({
-      name: 'ssehub_history_recovered_total',
+      name: `${prefix}ssehub_history_recovered_total`,
       help: 'Events filled in from history for open streams after the transport subscription came back',
       registers,
     });
     this.historyResets = new Counter({
-      name: 'ssehub_history_resets_total',
+      name: `${prefix}ssehub_history_resets_total`,
       help: 'Reset events sent to streams whose history could not be replayed, by reason',
       labelNames: ['reason'],
       registers,
     });
     this.historyReadFailures = new Counter({
-      name: 'ssehub_history_read_failures_total',
+      name: `${prefix}ssehub_history_read_failures_total`,
       help: 'History reads that failed (store unreachable); the stream catches up once it is back',
       registers,
     });
 
     this.outboxRowsRead = new Counter({
-      name: 'ssehub_outbox_rows_read_total',
+      name: `${prefix}ssehub_outbox_rows_read_total`,
       help: 'Rows this replica read from the Postgres outbox (bad rows included)',
       registers,
     });
     this.outboxWakeups = new Counter({
-      name: 'ssehub_outbox_wakeups_total',
+      name: `${prefix}ssehub_outbox_wakeups_total`,
       help: 'Reads of the Postgres outbox, by what started them: notify, poll (fallback timer) or retry (rows waiting on an open transaction)',
       labelNames: ['source'],
       registers,
     });
     this.outboxLag = new Gauge({
-      name: 'ssehub_outbox_lag_seconds',
+      name: `${prefix}ssehub_outbox_lag_seconds`,
       help: 'Age of the oldest committed outbox row this replica has not delivered yet (0 when caught up)',
       registers,
     });

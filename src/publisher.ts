@@ -1,11 +1,7 @@
-import { Redis } from 'ioredis';
-import { Pool } from 'pg';
-import { isEventKind, type EventKind } from './routing';
-import { Outbox } from './transport/postgres-outbox';
-import { SESSION_OPTIONS } from './transport/postgres-schema';
-import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents } from './transport/redis-events';
-import { EventRejectedError, TransportUnavailableError, type Published } from './transport/transport';
-import { validateEvent, validateUserId } from './wire/envelope';
+import { loadOptional } from './optional-peer';
+import type { EventKind } from './routing';
+import { TransportUnavailableError, type Published } from './transport/transport';
+import { toEventBytes, type PublishableEvent } from './wire/publishable';
 
 export interface RedisPublisherOptions {
   /** e.g. redis://127.0.0.1:6379 */
@@ -49,6 +45,11 @@ export class Publisher {
 
   /** Publishes to the hubs behind one Redis, from any process. */
   static async connectRedis(options: RedisPublisherOptions): Promise<Publisher> {
+    const { Redis } = loadOptional('redis', () => require('ioredis') as typeof import('ioredis'));
+    const { PUBLISHER_CONNECTION_OPTIONS, RedisEvents } = loadOptional(
+      'redis',
+      () => require('./transport/redis-events') as typeof import('./transport/redis-events'),
+    );
     const redis = new Redis(options.url, {
       connectionName: 'ssehub-external-publisher',
       ...PUBLISHER_CONNECTION_OPTIONS,
@@ -78,6 +79,9 @@ export class Publisher {
    * inside your own transaction, run `SELECT <schema>.publish($1, $2, $3)` on its connection.
    */
   static async connectPostgres(options: PostgresPublisherOptions): Promise<Publisher> {
+    const { Pool } = loadOptional('postgres', () => require('pg') as typeof import('pg'));
+    const { Outbox } = require('./transport/postgres-outbox') as typeof import('./transport/postgres-outbox');
+    const { SESSION_OPTIONS } = require('./transport/postgres-schema') as typeof import('./transport/postgres-schema');
     const pool = new Pool({
       connectionString: options.url,
       options: SESSION_OPTIONS,
@@ -105,16 +109,8 @@ export class Publisher {
   }
 
   /** `event` is a JSON object: a value to serialize, or its exact bytes as a string or Buffer. */
-  async publish(kind: EventKind, userId: string, event: object | string | Buffer): Promise<Published> {
-    if (!isEventKind(kind)) throw new EventRejectedError(`unknown event kind ${JSON.stringify(kind)}`);
-    const userProblem = validateUserId(userId);
-    if (userProblem) throw new EventRejectedError(userProblem.detail);
-    const bytes = Buffer.isBuffer(event)
-      ? event
-      : Buffer.from(typeof event === 'string' ? event : JSON.stringify(event));
-    const problem = validateEvent(bytes, this.maxEventBytes);
-    if (problem) throw new EventRejectedError(`${problem.reason}: ${problem.detail}`);
-    return this.target.publish(kind, userId, bytes);
+  async publish(kind: EventKind, userId: string, event: PublishableEvent): Promise<Published> {
+    return this.target.publish(kind, userId, toEventBytes(kind, userId, event, this.maxEventBytes));
   }
 
   async close(): Promise<void> {

@@ -1,28 +1,32 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from 'pino';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { jwtAuthenticator } from './auth/principal';
 import { createVerifier } from './auth/verifier';
 import type { Config } from './config';
-import { createApp } from './http/app';
-import { Hub } from './hub';
-import { HubMetrics } from './metrics';
-import { MemoryTransport } from './transport/memory';
-import { PostgresTransport } from './transport/postgres';
-import { RedisTransport } from './transport/redis';
+import { createHub, internalsOf, type Hub } from './create-hub';
+import { streamRequestListener } from './http/stream-routes';
+import { createKoaApp } from './koa';
+import type { HubLogger } from './log';
+import { loadOptional } from './optional-peer';
 import type { Transport } from './transport/transport';
-import { Publisher } from './publisher';
 
 export interface HubServerOptions {
   config: Config;
-  log: Logger;
+  log: HubLogger;
   /** Development-mode HS256 key, used only when the config names no key. */
   fallbackSecret?: Uint8Array;
-  /** Overrides the transport the config selects (embedding, tests). */
+  /** Overrides the transport the config selects. */
   transport?: Transport;
 }
 
-function createTransport(config: Config, log: Logger, metrics: HubMetrics): Transport {
+/** The configured transport; Redis and Postgres support (and their client packages) load only when chosen. */
+function createTransport(config: Config, log: HubLogger): Transport | undefined {
   if (config.transport === 'postgres') {
+    const { PostgresTransport } = loadOptional(
+      'postgres',
+      () => require('./transport/postgres') as typeof import('./transport/postgres'),
+    );
     return new PostgresTransport({
       url: config.databaseUrl as string,
       schema: config.pgSchema,
@@ -30,10 +34,13 @@ function createTransport(config: Config, log: Logger, metrics: HubMetrics): Tran
       historyTtlMs: config.historyTtlMs,
       maxEventBytes: config.maxEventBytes,
       logger: log,
-      metrics,
     });
   }
   if (config.transport === 'redis') {
+    const { RedisTransport } = loadOptional(
+      'redis',
+      () => require('./transport/redis') as typeof import('./transport/redis'),
+    );
     return new RedisTransport({
       url: config.redisUrl as string,
       channelPrefix: config.channelPrefix,
@@ -45,60 +52,43 @@ function createTransport(config: Config, log: Logger, metrics: HubMetrics): Tran
       },
     });
   }
-  return new MemoryTransport({ maxEntries: config.historyMax, ttlMs: config.historyTtlMs });
+  return undefined;
 }
 
-/** A running hub: HTTP server, transport subscription and local registry, wired together. */
+/**
+ * The stand-alone server: a hub from the library, its stream routes on node:http directly
+ * (no per-request Koa context for long-lived streams), and the Koa app for everything else.
+ */
 export class HubServer {
   readonly hub: Hub;
-  readonly transport: Transport;
-  readonly metrics: HubMetrics;
-  /** Publishes from this process, with ids and history, as the webhook does. */
-  readonly publisher: Publisher;
   private readonly server: Server;
-  private readonly log: Logger;
+  private readonly log: HubLogger;
 
   constructor(private readonly options: HubServerOptions) {
     const { config } = options;
     this.log = options.log;
-    let hub: Hub | undefined;
-    this.metrics = new HubMetrics({
-      connections: (stream) => hub?.registry.count(stream) ?? 0,
-      transportListening: () => this.transport.isListening(),
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    this.hub = createHub({
+      transport: options.transport ?? createTransport(config, this.log),
+      limits: config,
+      logger: this.log,
+      metrics: { registry },
     });
-    this.transport = options.transport ?? createTransport(config, this.log, this.metrics);
-    const transport = this.transport;
-    hub = new Hub(
-      {
-        maxEventBytes: config.maxEventBytes,
-        heartbeatMs: config.heartbeatMs,
-        maxConnectionsPerUser: config.maxConnectionsPerUser,
-        replayMax: config.replayMax,
-        outbound: { maxEvents: config.bufferMaxEvents, maxBytes: config.bufferMaxBytes, stallMs: config.writeStallMs },
-      },
-      transport,
-      this.metrics,
-      this.log,
-    );
-    this.hub = hub;
-    this.publisher = Publisher.forTransport(transport, config.maxEventBytes);
-    const app = createApp({
-      config,
-      hub,
-      transport: this.transport,
-      verifier: createVerifier(config.jwt, options.fallbackSecret),
-      metrics: this.metrics,
-      log: this.log,
+    const authenticate = jwtAuthenticator(createVerifier(config.jwt, options.fallbackSecret));
+    const { core, metrics } = internalsOf(this.hub);
+    const streams = streamRequestListener(core, metrics, authenticate, this.log);
+    const koa = createKoaApp(this.hub, { authenticate: (ctx) => authenticate(ctx.req) }).callback();
+    this.server = createServer((req, res) => {
+      if (!streams(req, res)) void koa(req, res);
     });
-    this.server = createServer(app.callback());
     // Above typical load-balancer idle timeouts, so pooled publisher connections are not cut mid-request.
     this.server.keepAliveTimeout = 65_000;
     this.server.headersTimeout = 66_000;
   }
 
   async listen(): Promise<AddressInfo> {
-    await this.transport.start(this.hub.transportHandler);
-    this.hub.start();
+    await this.hub.start();
     const { port, host } = this.options.config;
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -108,15 +98,14 @@ export class HubServer {
       });
     });
     const address = this.server.address() as AddressInfo;
-    this.log.info({ port: address.port, transport: this.transport.name }, 'ssehub listening');
+    this.log.info({ port: address.port, transport: this.hub.transport.name }, 'ssehub listening');
     return address;
   }
 
   /** Graceful stop: readiness fails at once, streams are closed over the drain window, then everything closes. */
   async shutdown(drainMs = this.options.config.drainMs): Promise<void> {
-    this.log.info({ drainMs, openStreams: this.hub.registry.total() }, 'draining');
+    this.log.info({ drainMs, openStreams: this.hub.totalConnections() }, 'draining');
     await this.hub.drain(drainMs);
-    this.hub.stop();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
@@ -124,7 +113,7 @@ export class HubServer {
       // moment would otherwise hold the exit for the whole keep-alive timeout.
       setTimeout(() => this.server.closeAllConnections(), 1000).unref();
     });
-    await this.transport.close();
+    await this.hub.close();
     this.log.info('stopped');
   }
 }

@@ -14,10 +14,12 @@ export interface Principal {
   expiresAt: number;
 }
 
+/** A refused (401) or undecidable (503) authentication; `challenge` is the 401's WWW-Authenticate value. */
 export class AuthError extends Error {
   constructor(
     readonly status: 401 | 503,
     message: string,
+    readonly challenge: string | undefined = status === 401 ? 'Bearer error="invalid_token"' : undefined,
   ) {
     super(message);
     this.name = 'AuthError';

@@ -1,4 +1,4 @@
-import type { Logger } from 'pino';
+import type { HubLogger } from '../log';
 import { LogRateLimiter } from '../log';
 import { formatEventId, parseEventId, type EventId } from '../history/event-id';
 import type { HistoryRead, HistorySource, ResetReason } from '../history/history';
@@ -21,7 +21,7 @@ export interface CatchUpOptions {
   replayMax: number;
   maxEventBytes: number;
   metrics: CatchUpMetrics;
-  log: Logger;
+  log: HubLogger;
 }
 
 /** Longest Last-Event-ID worth parsing; anything longer is not an id this hub issued. */

@@ -1,19 +1,20 @@
-import type { Context } from 'koa';
+import { authenticateWith, type Authenticate } from '../auth/principal';
+import { AuthError, type Principal } from '../auth/verifier';
 import { HttpError } from './errors';
-import { AuthError, type Principal, type TokenVerifier } from '../auth/verifier';
-import { extractToken } from '../auth/token';
 
-/** Verifies the request's token or throws a 401 (503 when the key set cannot be fetched). */
-export async function authenticate(ctx: Context, verifier: TokenVerifier): Promise<Principal> {
-  const token = extractToken(ctx.req.headers);
-  if (token === undefined) {
-    throw new HttpError(401, 'missing bearer token or access_token cookie', { 'WWW-Authenticate': 'Bearer' });
-  }
+/** Authenticates a request, or throws the HttpError to answer it with (401, or 503 while auth is unavailable). */
+export async function authenticateRequest<Request>(
+  authenticate: Authenticate<Request>,
+  request: Request,
+): Promise<Principal> {
   try {
-    return await verifier.verify(token);
+    return await authenticateWith(authenticate, request);
   } catch (err) {
     if (err instanceof AuthError) {
-      throw new HttpError(err.status, err.message, { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+      const headers: Record<string, string> =
+        err.status === 401 && err.challenge !== undefined ? { 'WWW-Authenticate': err.challenge } : {};
+      if (err.status === 503) headers['Retry-After'] = '1';
+      throw new HttpError(err.status, err.message, headers);
     }
     throw err;
   }

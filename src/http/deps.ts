@@ -1,16 +1,10 @@
-import type { Logger } from 'pino';
-import type { TokenVerifier } from '../auth/verifier';
-import type { Config } from '../config';
-import type { Hub } from '../hub';
-import type { HubMetrics } from '../metrics';
-import type { Transport } from '../transport/transport';
+import type { Context } from 'koa';
+import type { Authenticate } from '../auth/principal';
+import type { Hub, HubInternals } from '../create-hub';
 
-/** What the HTTP layer is given; it reaches nothing else. */
+/** What the Koa routes are given; they reach nothing else. */
 export interface HttpDeps {
-  config: Config;
   hub: Hub;
-  transport: Transport;
-  verifier: TokenVerifier;
-  metrics: HubMetrics;
-  log: Logger;
+  internals: HubInternals;
+  authenticate: Authenticate<Context>;
 }

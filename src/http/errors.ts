@@ -1,5 +1,5 @@
 import type { Context, Next } from 'koa';
-import type { Logger } from 'pino';
+import type { HubLogger } from '../log';
 
 interface HttpErrorLike {
   status?: number;
@@ -9,7 +9,7 @@ interface HttpErrorLike {
 }
 
 /** Turns thrown HTTP errors into `{"error": "..."}` bodies; anything unexpected becomes a logged 500. */
-export function errorResponses(log: Logger) {
+export function errorResponses(log: HubLogger) {
   return async (ctx: Context, next: Next): Promise<void> => {
     try {
       await next();

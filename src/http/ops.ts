@@ -2,11 +2,11 @@ import type Router from '@koa/router';
 import type { HttpDeps } from './deps';
 
 export function mountOps(router: Router, deps: HttpDeps): void {
-  const { hub, transport, metrics } = deps;
+  const { hub, internals } = deps;
 
   // Seed-compatible shape: 200 either way, "degraded" while the transport subscription is down.
   router.get('/health', (ctx) => {
-    const listening = transport.isListening();
+    const listening = hub.transport.isListening();
     ctx.body = { status: listening ? 'ok' : 'degraded', events: { relay: listening ? 'listening' : 'not_listening' } };
   });
 
@@ -15,13 +15,13 @@ export function mountOps(router: Router, deps: HttpDeps): void {
   });
 
   router.get('/readyz', (ctx) => {
-    const reason = hub.isDraining ? 'draining' : transport.isListening() ? undefined : 'transport_not_listening';
-    ctx.status = reason ? 503 : 200;
-    ctx.body = reason ? { status: 'not_ready', reason } : { status: 'ready' };
+    const readiness = hub.readiness();
+    ctx.status = readiness.ready ? 200 : 503;
+    ctx.body = readiness.ready ? { status: 'ready' } : { status: 'not_ready', reason: readiness.reason };
   });
 
   router.get('/metrics', async (ctx) => {
-    const { contentType, body } = await metrics.render();
+    const { contentType, body } = await internals.metrics.render();
     ctx.type = contentType;
     ctx.body = body;
   });

@@ -1,7 +1,7 @@
 import type Router from '@koa/router';
 import type { HttpDeps } from './deps';
 import { HttpError } from './errors';
-import { authenticate } from './authenticate';
+import { authenticateRequest } from './authenticate';
 import { readBody } from './read-body';
 import { ROLE_SERVICE } from '../auth/verifier';
 import { isEventKind } from '../routing';
@@ -19,13 +19,16 @@ import { parseWebhookBody } from '../wire/envelope';
  * delivery (on this replica too) happens only from the subscription.
  */
 export function mountWebhooks(router: Router, deps: HttpDeps): void {
-  const { config, hub, transport, verifier, metrics } = deps;
+  const { hub, internals, authenticate } = deps;
+  const { transport } = hub;
+  const { core, metrics } = internals;
+  const { maxEventBytes } = hub.limits;
   router.post('/api/v1/webhook/:kind', async (ctx) => {
     const kind = ctx.params.kind ?? '';
     if (!isEventKind(kind)) throw new HttpError(404, `unknown event kind ${JSON.stringify(kind)}`);
-    const principal = await authenticate(ctx, verifier);
-    const body = await readBody(ctx.req, config.maxEventBytes);
-    const parsed = parseWebhookBody(body, config.maxEventBytes);
+    const principal = await authenticateRequest(authenticate, ctx);
+    const body = await readBody(ctx.req, maxEventBytes);
+    const parsed = parseWebhookBody(body, maxEventBytes);
     if (!parsed.ok) {
       metrics.eventRejected(parsed.reason);
       throw new HttpError(parsed.reason === 'too_large' ? 413 : 400, `${parsed.reason}: ${parsed.detail}`);
@@ -54,7 +57,7 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
     ctx.body = {
       status: 'broadcasted',
       id: published.id,
-      connection_count: hub.localConnections(kind, parsed.userId),
+      connection_count: core.localConnections(kind, parsed.userId),
       replicas: published.receivers,
       kind,
       user_id: parsed.userId,

@@ -2,7 +2,14 @@ import type { ServerResponse } from 'node:http';
 import { flushSoon, type Flushable } from './flush-queue';
 import { HEARTBEAT_FRAME, encodeRetry } from './frame';
 
-export const DISCONNECT_REASONS = ['client_closed', 'slow_consumer', 'token_expired', 'shutdown', 'error'] as const;
+export const DISCONNECT_REASONS = [
+  'client_closed',
+  'slow_consumer',
+  'token_expired',
+  'shutdown',
+  'host_closed',
+  'error',
+] as const;
 export type DisconnectReason = (typeof DISCONNECT_REASONS)[number];
 
 export interface OutboundLimits {
@@ -155,7 +162,7 @@ export class SseConnection implements Flushable {
   close(reason: DisconnectReason): void {
     if (this.closed) return;
     // A polite end still delivers what was accepted this turn; a gone or dropped client gets nothing more.
-    if (reason === 'shutdown' || reason === 'token_expired') this.flushPending();
+    if (reason === 'shutdown' || reason === 'token_expired' || reason === 'host_closed') this.flushPending();
     this.closed = true;
     this.pending = null;
     const congested = this.backlog !== null || this.res.writableNeedDrain;

@@ -13,7 +13,15 @@ const DATA_FIELD_SPACED = Buffer.from('data: ');
 const NEWLINE = Buffer.from('\n');
 const CLOSE_BRACE = Buffer.from('}');
 
-export const HEARTBEAT_FRAME = Buffer.from('event:heartbeat\ndata:{"type":"heartbeat"}\n\n');
+/** The seed's keep-alive: a named `heartbeat` event, sent after this long without a frame (the default). */
+export const HEARTBEAT_INTERVAL_MS = 15_000;
+export const HEARTBEAT_JSON = '{"type":"heartbeat"}';
+export const HEARTBEAT_FRAME = Buffer.from(`event:heartbeat\ndata:${HEARTBEAT_JSON}\n\n`);
+
+/** The seed's `standard_keep_alive()`: the interval and the exact frame written. */
+export function standardKeepAlive(): { intervalMs: number; frame: Buffer } {
+  return { intervalMs: HEARTBEAT_INTERVAL_MS, frame: HEARTBEAT_FRAME };
+}
 
 function hasLineBreak(payload: Uint8Array): boolean {
   return payload.includes(LF) || payload.includes(CR);

@@ -1,5 +1,5 @@
 import { Client } from 'pg';
-import type { Logger } from 'pino';
+import type { HubLogger } from '../log';
 import { isEventKind } from '../routing';
 import { validateEvent, validateUserId, type Rejected } from '../wire/envelope';
 import type { EventId } from '../history/event-id';
@@ -37,7 +37,7 @@ export interface OutboxReaderOptions {
   schema: string;
   pollMs: number;
   maxEventBytes: number;
-  log: Logger;
+  log: HubLogger;
   metrics: OutboxReaderMetrics;
   events: ReaderEvents;
 }
@@ -91,7 +91,7 @@ export class OutboxReader {
   private pollTimer: NodeJS.Timeout | undefined;
   private connectedBefore = false;
   private readonly readSql: string;
-  private readonly log: Logger;
+  private readonly log: HubLogger;
 
   constructor(
     private readonly handler: TransportHandler,

@@ -1,10 +1,10 @@
 import { Pool } from 'pg';
-import type { Logger } from 'pino';
+import type { HubLogger } from '../log';
 import type { EventId } from '../history/event-id';
 import type { HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
 import { Outbox } from './postgres-outbox';
-import { OutboxReader, type OutboxReaderMetrics } from './postgres-reader';
+import { OutboxReader } from './postgres-reader';
 import { SESSION_OPTIONS, migrateOutbox } from './postgres-schema';
 import { TransportUnavailableError, type Published, type Transport, type TransportHandler } from './transport';
 
@@ -18,8 +18,7 @@ export interface PostgresTransportOptions {
   /** Rows older than this are pruned; Last-Event-ID resume reaches back this far. */
   historyTtlMs: number;
   maxEventBytes: number;
-  logger: Logger;
-  metrics: OutboxReaderMetrics;
+  logger: HubLogger;
 }
 
 /** Publishes and replays must fail fast when the database is away, not queue for a pool slot. */
@@ -36,7 +35,7 @@ export class PostgresTransport implements Transport {
   readonly name = 'postgres';
   private readonly pool: Pool;
   private readonly outbox: Outbox;
-  private readonly log: Logger;
+  private readonly log: HubLogger;
   private reader: OutboxReader | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
   private closing = false;
@@ -66,7 +65,7 @@ export class PostgresTransport implements Transport {
       pollMs: options.pollMs,
       maxEventBytes: options.maxEventBytes,
       log: options.logger,
-      metrics: options.metrics,
+      metrics: handler.metrics,
       events: {
         prepare: async () => {
           await migrateOutbox(this.pool, options.schema, { maxEventBytes: options.maxEventBytes });

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import type { Logger } from 'pino';
+import type { HubLogger } from '../log';
 import type { EventId } from '../history/event-id';
 import type { HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
@@ -12,7 +12,7 @@ export interface RedisTransportOptions {
   /** Channels are `<prefix>:<kind>`; history keys start with `<prefix>:` too. */
   channelPrefix: string;
   history: HistorySettings;
-  logger: Logger;
+  logger: HubLogger;
   /** How often the subscriber connection is probed; a probe unanswered for as long forces a reconnect. */
   livenessIntervalMs?: number;
 }
@@ -48,7 +48,7 @@ export class RedisTransport implements Transport {
   private readonly history: RedisEvents;
   private readonly subscriber: Redis;
   private readonly events: RedisEvents;
-  private readonly log: Logger;
+  private readonly log: HubLogger;
   private handler: TransportHandler | undefined;
   private listening = false;
   private subscribedBefore = false;

@@ -2,6 +2,7 @@ import type { EventId } from '../history/event-id';
 import type { HistorySource } from '../history/history';
 import type { EventKind } from '../routing';
 import type { RejectReason } from '../wire/envelope';
+import type { OutboxReaderMetrics } from './postgres-reader';
 
 /**
  * One event as it enters the hub: its kind known, its user id, id and event bytes checked at
@@ -33,6 +34,8 @@ export interface TransportHandler {
   subscribing(): void;
   /** Once messages flow; `again` is false for the first subscription of this transport. */
   subscribed(again: boolean): void;
+  /** Where a transport reports what only it sees (the hub's metrics implement it). */
+  readonly metrics: OutboxReaderMetrics;
 }
 
 export interface Published {
@@ -79,7 +82,19 @@ export function hasLivePosition<T extends object>(transport: T): transport is T 
   return typeof (transport as Partial<LivePosition>).livePosition === 'function';
 }
 
-export class TransportUnavailableError extends Error {
+/**
+ * The base of every error ssehub raises about an event (the seed's `EventError`): catch this
+ * one to handle them all, or a subclass for one cause.
+ */
+export class EventError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EventError';
+  }
+}
+
+/** The transport is down; the event was not published. Retry later. */
+export class TransportUnavailableError extends EventError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'TransportUnavailableError';
@@ -98,7 +113,7 @@ export class PublishOutcomeUnknownError extends TransportUnavailableError {
 }
 
 /** The store refused the event itself (size, shape); retrying will not help. */
-export class EventRejectedError extends Error {
+export class EventRejectedError extends EventError {
   constructor(message: string) {
     super(message);
     this.name = 'EventRejectedError';

@@ -6,7 +6,9 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../../src/config';
+import { STREAM_ROUTES } from '../../src/http/stream-routes';
 import { createLogger } from '../../src/log';
+import { HubMetrics } from '../../src/metrics';
 import { HubServer } from '../../src/server';
 
 export const ROOT = resolve(__dirname, '..', '..');
@@ -61,10 +63,15 @@ export function routerPaths(file: string, method = 'get'): string[] {
   return [...source.matchAll(pattern)].map((m) => m[1] as string);
 }
 
-/** Stream paths from the STREAM_PATHS table of src/http/streams.ts. */
+/** Stream paths from the hub's route table. */
 export function streamPaths(): string[] {
-  const source = readText('src/http/streams.ts');
-  return [...source.matchAll(/path:\s*'([^']+)'/g)].map((m) => m[1] as string);
+  return STREAM_ROUTES.map((route) => route.path);
+}
+
+/** Names of every metric the hub defines (with no prefix). */
+export function hubMetricNames(): string[] {
+  const metrics = new HubMetrics({ connections: () => 0, transportListening: () => false });
+  return metrics.registry.getMetricsAsArray().map((metric) => metric.name);
 }
 
 // ---------------------------------------------------------------------------------------

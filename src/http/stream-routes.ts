@@ -1,0 +1,173 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Authenticate } from '../auth/principal';
+import { ROLE_ADMIN, type Principal } from '../auth/verifier';
+import type { HubCore } from '../hub';
+import type { HubLogger } from '../log';
+import type { ConnectionRejectReason, HubMetrics } from '../metrics';
+import type { StreamKind } from '../routing';
+import type { DisconnectReason } from '../sse/connection';
+import { authenticateRequest } from './authenticate';
+import { HttpError } from './errors';
+
+/** The seed's stream routes; the analytics stream is for admins only. */
+export const STREAM_ROUTES: ReadonlyArray<{ path: string; stream: StreamKind; adminOnly: boolean }> = [
+  { path: '/api/v1/stream/agui', stream: 'agui', adminOnly: false },
+  { path: '/api/v1/stream/a2a', stream: 'a2a', adminOnly: false },
+  { path: '/api/v1/stream/contexts', stream: 'contexts', adminOnly: false },
+  { path: '/api/v1/analytics/stream', stream: 'analytics', adminOnly: true },
+];
+
+const ADMIN_ONLY: ReadonlySet<StreamKind> = new Set(STREAM_ROUTES.filter((r) => r.adminOnly).map((r) => r.stream));
+const STREAM_BY_PATH: ReadonlyMap<string, StreamKind> = new Map(STREAM_ROUTES.map((r) => [r.path, r.stream]));
+
+export interface ServeStreamOptions {
+  /** Where to resume from; by default the request's Last-Event-ID header, else its `last_event_id` query parameter. */
+  lastEventId?: string;
+  /** Aborting it closes the stream (reason `host_closed`). */
+  signal?: AbortSignal;
+}
+
+/** An open stream, for the host that opened it. Disposing it (or `close()`) ends the stream and unregisters it. */
+export interface StreamGuard extends Disposable {
+  readonly id: string;
+  readonly userId: string;
+  readonly stream: StreamKind;
+  /** Settles with the reason once the stream has closed, whoever closed it. */
+  readonly closed: Promise<DisconnectReason>;
+  readonly isClosed: boolean;
+  close(): void;
+}
+
+/**
+ * Browsers send Last-Event-ID when they reconnect; a page opening its first EventSource can
+ * pass the id it rendered with as `last_event_id`.
+ */
+function requestedLastEventId(req: IncomingMessage): string | undefined {
+  const header = req.headers['last-event-id'];
+  if (typeof header === 'string' && header !== '') return header;
+  const query = req.url?.indexOf('?') ?? -1;
+  if (query === -1 || req.url === undefined) return undefined;
+  const value = new URLSearchParams(req.url.slice(query + 1)).get('last_event_id');
+  return value === null || value === '' ? undefined : value;
+}
+
+/** The `{"error": "..."}` answer every HTTP refusal of the hub has. */
+export function writeHttpError(res: ServerResponse, error: HttpError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: error.message });
+  res.writeHead(error.status, {
+    ...error.headers,
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+/**
+ * Serves one stream on a plain node:http response for an already authenticated principal:
+ * the path Express, Fastify or a bare http.Server hands requests to. Refusals (405, 403, 429,
+ * 503) are answered here; the guard is returned only for a stream that opened.
+ */
+export function serveStream(
+  core: HubCore,
+  metrics: HubMetrics,
+  req: IncomingMessage,
+  res: ServerResponse,
+  principal: Principal,
+  stream: StreamKind,
+  options: ServeStreamOptions = {},
+): StreamGuard | undefined {
+  const refuse = (reason: ConnectionRejectReason | undefined, error: HttpError): undefined => {
+    if (reason) metrics.connectionRejected(reason);
+    writeHttpError(res, error);
+    return undefined;
+  };
+  if (req.method !== 'GET')
+    return refuse(undefined, new HttpError(405, 'streams are opened with GET', { Allow: 'GET' }));
+  if (ADMIN_ONLY.has(stream) && !principal.roles.has(ROLE_ADMIN)) {
+    return refuse('forbidden', new HttpError(403, 'this stream requires the admin role'));
+  }
+  let settle: (reason: DisconnectReason) => void = () => undefined;
+  const closed = new Promise<DisconnectReason>((resolve) => {
+    settle = resolve;
+  });
+  const opened = core.open(
+    stream,
+    principal.userId,
+    principal.expiresAt,
+    res,
+    options.lastEventId ?? requestedLastEventId(req),
+    (reason) => settle(reason),
+  );
+  if (!opened.ok) {
+    if (opened.reason === 'client_gone') return undefined;
+    if (opened.reason === 'draining') {
+      return refuse('draining', new HttpError(503, 'this replica is shutting down', { 'Retry-After': '1' }));
+    }
+    // Seed contract: 429 with an empty body.
+    metrics.connectionRejected('over_cap');
+    res.writeHead(429, { 'Content-Length': '0' });
+    res.end();
+    return undefined;
+  }
+  const { connection } = opened.subscriber;
+  const close = (): void => connection.close('host_closed');
+  const { signal } = options;
+  if (signal) {
+    if (signal.aborted) close();
+    else {
+      signal.addEventListener('abort', close, { once: true });
+      void closed.then(() => signal.removeEventListener('abort', close));
+    }
+  }
+  return {
+    id: connection.id,
+    userId: principal.userId,
+    stream,
+    closed,
+    get isClosed() {
+      return connection.isClosed;
+    },
+    close,
+    [Symbol.dispose]: close,
+  };
+}
+
+/**
+ * The stream routes as a node:http listener that authenticates each request itself. Answers
+ * true for the requests it took (a stream path), false for the caller to route elsewhere.
+ */
+export function streamRequestListener(
+  core: HubCore,
+  metrics: HubMetrics,
+  authenticate: Authenticate<IncomingMessage>,
+  log: HubLogger,
+): (req: IncomingMessage, res: ServerResponse) => boolean {
+  return (req, res) => {
+    const url = req.url ?? '/';
+    const query = url.indexOf('?');
+    const stream = STREAM_BY_PATH.get(query === -1 ? url : url.slice(0, query));
+    if (stream === undefined) return false;
+    // Refused before auth, as a router would: a HEAD "stream" would hold a slot and never read.
+    if (req.method !== 'GET') {
+      writeHttpError(res, new HttpError(405, 'streams are opened with GET', { Allow: 'GET' }));
+      return true;
+    }
+    authenticateRequest(authenticate, req).then(
+      (principal) => serveStream(core, metrics, req, res, principal, stream),
+      (err: unknown) => {
+        if (err instanceof HttpError) {
+          if (err.status === 401) metrics.connectionRejected('unauthorized');
+          writeHttpError(res, err);
+        } else {
+          log.error({ err, path: url }, 'request failed');
+          writeHttpError(res, new HttpError(500, 'internal error'));
+        }
+      },
+    );
+    return true;
+  };
+}

@@ -1,0 +1,62 @@
+import Router, { type RouterOptions } from '@koa/router';
+import type Koa from 'koa';
+import type { Context } from 'koa';
+import type { Authenticate } from './auth/principal';
+import { type Hub, internalsOf } from './create-hub';
+import type { HttpDeps } from './http/deps';
+import { errorResponses } from './http/errors';
+import { mountOps } from './http/ops';
+import { mountStreams } from './http/streams';
+import { mountWebhooks } from './http/webhook';
+
+export interface KoaRoutesOptions {
+  /** Who a request speaks for: the host's own sessions, or `(ctx) => jwt(ctx.req)` with `jwtAuthenticator`. */
+  authenticate: Authenticate<Context>;
+  /**
+   * Which routes to mount: the streams (`/api/v1/stream/*`, `/api/v1/analytics/stream`), the
+   * webhooks (`POST /api/v1/webhook/:kind`) and the operations endpoints (`/health`,
+   * `/livez`, `/readyz`, `/metrics`). Streams and webhooks by default; ops only when asked,
+   * since a host usually has its own.
+   */
+  routes?: { streams?: boolean; webhooks?: boolean; ops?: boolean };
+  /** Passed to @koa/router, e.g. `{ prefix: '/events' }`. */
+  router?: RouterOptions;
+}
+
+/**
+ * The hub's routes as a @koa/router router, for `app.use(router.routes())` in the host's Koa
+ * app. Errors answer as `{"error": "..."}` with the status the hub documents.
+ */
+export function createKoaRouter(hub: Hub, options: KoaRoutesOptions): Router {
+  const internals = internalsOf(hub);
+  const deps: HttpDeps = { hub, internals, authenticate: options.authenticate };
+  const router = new Router(options.router);
+  const routes = { streams: true, webhooks: true, ops: false, ...options.routes };
+  router.use(errorResponses(internals.log));
+  if (routes.streams) mountStreams(router, deps);
+  if (routes.webhooks) mountWebhooks(router, deps);
+  if (routes.ops) mountOps(router, deps);
+  return router;
+}
+
+/** A whole Koa app serving the hub's routes, ops included: what the stand-alone server runs. */
+export function createKoaApp(hub: Hub, options: KoaRoutesOptions): Koa {
+  // Loaded here so that hosts mounting only the router never need Koa's constructor from us.
+  const KoaApp = require('koa') as typeof Koa;
+  const internals = internalsOf(hub);
+  const app = new KoaApp();
+  app.proxy = true;
+  app.silent = true;
+  const router = createKoaRouter(hub, {
+    ...options,
+    routes: { streams: true, webhooks: true, ops: true, ...options.routes },
+  });
+  app.use(async (ctx, next) => {
+    // While draining, keep-alive connections end after their current request so shutdown is not held up.
+    if (internals.core.isDraining) ctx.set('Connection', 'close');
+    await next();
+  });
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}
