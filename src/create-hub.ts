@@ -1,7 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Principal } from './auth/verifier';
-import type { EventOf } from './events/types';
+import type { EventInput } from './events/types';
+import { serializeEvent } from './events/serialize';
+import { createEventValidator, type ValidationSwitches } from './events/validate';
 import { HubCore } from './hub';
 import { type ServeStreamOptions, type StreamGuard, serveStream } from './http/stream-routes';
 import { type HubLimits, resolveLimits } from './limits';
@@ -20,15 +22,17 @@ export interface CreateHubOptions {
   logger?: HubLogger;
   /** Where the hub's Prometheus metrics go (the host's registry, a name prefix); a registry of its own by default. */
   metrics?: MetricsOptions;
+  /**
+   * Kinds whose events `publish` checks against the official schema (AG-UI's, A2A's) before
+   * sending, e.g. `{ agui: true }`. Off by default: the schemas load only for a kind switched on.
+   */
+  validate?: ValidationSwitches;
 }
-
-/** An event to publish: typed per kind, or its exact JSON bytes (string or Buffer), published byte for byte. */
-export type PublishInput<K extends EventKind> = EventOf<K> | string | Buffer;
 
 /** One event family's side of the hub (the seed's typed broadcasters). */
 export interface Broadcaster<K extends EventKind> {
   readonly kind: K;
-  publish(userId: string, event: PublishInput<K>): Promise<Published>;
+  publish(userId: string, event: EventInput<K>): Promise<Published>;
   /** This replica's open streams of the user that this family's events reach. */
   connectionCount(userId: string): number;
   /** This replica's open streams that this family's events reach. */
@@ -55,7 +59,7 @@ export interface Hub {
    * every open stream of the user on every replica. Rejects with EventRejectedError for an
    * event the hub would refuse, and TransportUnavailableError while the transport is down.
    */
-  publish<K extends EventKind>(kind: K, userId: string, event: PublishInput<K>): Promise<Published>;
+  publish<K extends EventKind>(kind: K, userId: string, event: EventInput<K>): Promise<Published>;
   /** This replica's open streams of one user: on one stream kind, or on all of them. */
   connectionCount(userId: string, stream?: StreamKind): number;
   /** This replica's open streams: of one stream kind, or all. */
@@ -123,10 +127,13 @@ export function createHub(options: CreateHubOptions = {}): Hub {
     log,
   );
   const hubCore = core;
+  const validator = createEventValidator(options.validate ?? {});
   let state: 'new' | 'starting' | 'started' | 'closed' = 'new';
 
-  const publish = async <K extends EventKind>(kind: K, userId: string, event: PublishInput<K>): Promise<Published> => {
-    const bytes = toEventBytes(kind, userId, event, limits.maxEventBytes);
+  const publish = async <K extends EventKind>(kind: K, userId: string, event: EventInput<K>): Promise<Published> => {
+    // The hub's own rules first (size, JSON, depth), so the schema check only ever sees JSON.
+    const bytes = toEventBytes(kind, userId, await serializeEvent(kind, event), limits.maxEventBytes);
+    if (validator.validates(kind)) await validator.validate(kind, JSON.parse(bytes.toString('utf8')));
     try {
       const published = await transport.publish(kind, userId, bytes);
       metrics.publishResult(kind, true);

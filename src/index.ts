@@ -7,12 +7,26 @@ export {
   type Hub,
   type CreateHubOptions,
   type Broadcaster,
-  type PublishInput,
   type Readiness,
 } from './create-hub';
 export type { StreamGuard, ServeStreamOptions } from './http/stream-routes';
 export { STREAM_ROUTES } from './http/stream-routes';
-export type { EventOf } from './events/types';
+export type {
+  A2AEvent,
+  AgUiEvent,
+  AnalyticsEvent,
+  ContextSummary,
+  EventInput,
+  EventMap,
+  EventOf,
+  JsonValue,
+  KnownAnalyticsEvent,
+  KnownSystemEvent,
+  OpenEvent,
+  SystemEvent,
+} from './events/types';
+export { EventValidationError } from './events/errors';
+export type { ValidationSwitches } from './events/validate';
 export { MemoryTransport } from './transport/memory';
 export type { HistoryLimits as MemoryTransportOptions } from './history/memory-history';
 export {

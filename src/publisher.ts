@@ -1,7 +1,9 @@
 import { loadOptional } from './optional-peer';
 import type { EventKind } from './routing';
 import { TransportUnavailableError, type Published } from './transport/transport';
-import { toEventBytes, type PublishableEvent } from './wire/publishable';
+import { serializeEvent } from './events/serialize';
+import type { EventInput } from './events/types';
+import { toEventBytes } from './wire/publishable';
 
 export interface RedisPublisherOptions {
   /** e.g. redis://127.0.0.1:6379 */
@@ -109,8 +111,9 @@ export class Publisher {
   }
 
   /** `event` is a JSON object: a value to serialize, or its exact bytes as a string or Buffer. */
-  async publish(kind: EventKind, userId: string, event: PublishableEvent): Promise<Published> {
-    return this.target.publish(kind, userId, toEventBytes(kind, userId, event, this.maxEventBytes));
+  async publish<K extends EventKind>(kind: K, userId: string, event: EventInput<K>): Promise<Published> {
+    const bytes = toEventBytes(kind, userId, await serializeEvent(kind, event), this.maxEventBytes);
+    return this.target.publish(kind, userId, bytes);
   }
 
   async close(): Promise<void> {

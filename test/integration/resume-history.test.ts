@@ -914,25 +914,25 @@ describe('the Publisher API and FCALL', () => {
   it('publishes with an id that the stream shows, and rejects bad events with EventRejectedError', async () => {
     const user = uid('pub');
     const stream = await openPositioned(hub, '/api/v1/stream/contexts', user);
-    const first = await publisher.publish('agui', user, { type: 'OBJECT', n: 1 });
+    const first = await publisher.publish('system', user, { type: 'OBJECT', n: 1 });
     expect(first).toEqual({ id: expect.stringMatching(/^[0-9a-z]+:\d+-1$/), receivers: 1 });
     const second = await publisher.publish('a2a', user, '{"type":"STRING","n":2}');
-    const third = await publisher.publish('system', user, Buffer.from('{"type":"BUFFER","n":3}'));
+    const third = await publisher.publish('agui', user, Buffer.from('{"type":"BUFFER","n":3}'));
     expect([second, third].map((p) => parseId(p.id).seq)).toEqual([2, 3]);
     const events = await stream.waitForEvents(3, 10_000);
     expect(events.map((e) => [e.id, e.data])).toEqual([
-      [first.id, '{"protocol":"agui","event":{"type":"OBJECT","n":1}}'],
+      [first.id, '{"protocol":"system","event":{"type":"OBJECT","n":1}}'],
       [second.id, '{"protocol":"a2a","event":{"type":"STRING","n":2}}'],
-      [third.id, '{"protocol":"system","event":{"type":"BUFFER","n":3}}'],
+      [third.id, '{"protocol":"agui","event":{"type":"BUFFER","n":3}}'],
     ]);
 
     const bad: Array<[string, () => Promise<unknown>]> = [
-      ['unknown kind', () => publisher.publish('nope' as Kind, user, { n: 1 })],
-      ['empty user', () => publisher.publish('agui', '', { n: 1 })],
+      ['unknown kind', () => publisher.publish('nope' as Kind, user, '{"n":1}')],
+      ['empty user', () => publisher.publish('agui', '', '{"n":1}')],
       ['array', () => publisher.publish('agui', user, '[1]')],
       ['not json', () => publisher.publish('agui', user, 'not json')],
       ['too deep', () => publisher.publish('agui', user, `${'{"a":'.repeat(70)}1${'}'.repeat(70)}`)],
-      ['too large', () => publisher.publish('agui', user, { pad: 'x'.repeat(5000) })],
+      ['too large', () => publisher.publish('agui', user, JSON.stringify({ pad: 'x'.repeat(5000) }))],
     ];
     for (const [what, attempt] of bad) {
       const outcome = await attempt().then(
@@ -983,7 +983,7 @@ describe('the Publisher API and FCALL', () => {
   it('rejects quickly with TransportUnavailableError while Redis is down, and never delivers those events later', async () => {
     const user = uid('down');
     const stream = await openPositioned(hub, '/api/v1/stream/agui', user);
-    const before = await publisher.publish('agui', user, { tag: 'before' });
+    const before = await publisher.publish('agui', user, JSON.stringify({ tag: 'before' }));
     await stream.waitForEvents(1, 10_000);
 
     await redis.stop();
@@ -992,7 +992,7 @@ describe('the Publisher API and FCALL', () => {
     const attempt = async (tag: string): Promise<{ id?: string; error?: unknown }> => {
       const startedAt = Date.now();
       try {
-        return { id: (await publisher.publish('agui', user, { tag })).id };
+        return { id: (await publisher.publish('agui', user, JSON.stringify({ tag }))).id };
       } catch (error) {
         latencies.push(Date.now() - startedAt);
         failedTags.push(tag);
@@ -1022,7 +1022,7 @@ describe('the Publisher API and FCALL', () => {
         await sleep(50);
       }
     }
-    const sentinel = (await publisher.publish('agui', user, { tag: 'sentinel' })).id;
+    const sentinel = (await publisher.publish('agui', user, JSON.stringify({ tag: 'sentinel' }))).id;
     await stream.waitFor((s) => messages(s).some((m) => m.id === sentinel), 15_000, 'the sentinel');
     await sleep(300);
 
