@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { HubLogger } from './log';
 import { CatchUp } from './delivery/catch-up';
@@ -16,7 +15,7 @@ import { LogRateLimiter } from './log';
 import type { HubMetrics } from './metrics';
 import { Registry } from './registry';
 import { routesFor, streamsNotCarrying, type EventKind, type StreamKind } from './routing';
-import { SseConnection, type DisconnectReason, type OutboundLimits } from './sse/connection';
+import { SseConnection, type OutboundLimits } from './sse/connection';
 import { encodeEventFrame } from './sse/frame';
 
 export interface HubOptions {
@@ -52,6 +51,9 @@ export class HubCore {
   private awaitingRecovery = false;
   private readonly rejectLogLimiter = new LogRateLimiter();
   private readonly catchUp: CatchUp;
+  /** Connection ids are this replica's count of streams opened: short, and unique for its lifetime (logs only). */
+  private connectionsOpened = 0;
+  private readonly countHistoryLost = (): void => this.metrics.historyReset('history_lost');
   /** What the transport calls back into. Never throws: a bug must not take the transport's reader down with it. */
   readonly transportHandler: TransportHandler;
 
@@ -124,20 +126,13 @@ export class HubCore {
    * at the cap. The stream is registered before history is read, so nothing published
    * meanwhile slips between the replay and live delivery.
    */
-  open(
-    stream: StreamKind,
-    userId: string,
-    expiresAt: number,
-    res: ServerResponse,
-    lastEventId?: string,
-    onClosed?: (reason: DisconnectReason) => void,
-  ): OpenResult {
+  open(stream: StreamKind, userId: string, expiresAt: number, res: ServerResponse, lastEventId?: string): OpenResult {
     // The client may have hung up while its token was being verified; its 'close' has fired already.
     if (res.destroyed || !res.socket || res.socket.destroyed) return { ok: false, reason: 'client_gone' };
     if (this.draining) return { ok: false, reason: 'draining' };
     if (!this.registry.hasRoomFor(stream, userId)) return { ok: false, reason: 'over_cap' };
     const connection = new SseConnection(
-      randomUUID(),
+      (++this.connectionsOpened).toString(36),
       userId,
       expiresAt,
       res,
@@ -146,11 +141,14 @@ export class HubCore {
         this.registry.remove(stream, subscriber);
         this.metrics.disconnected(reason);
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
-        onClosed?.(reason);
       },
     );
-    const subscriber = new StreamSubscriber(connection, stream, lastEventId, this.options.outbound.maxEvents, () =>
-      this.metrics.historyReset('history_lost'),
+    const subscriber = new StreamSubscriber(
+      connection,
+      stream,
+      lastEventId,
+      this.options.outbound.maxEvents,
+      this.countHistoryLost,
     );
     subscriber.awaitingRecovery = this.awaitingRecovery;
     this.registry.add(stream, subscriber);

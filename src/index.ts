@@ -26,7 +26,8 @@ export type {
   SystemEvent,
 } from './events/types';
 export { EventValidationError } from './events/errors';
-export type { ValidationSwitches } from './events/validate';
+export { createEventValidator, type EventValidator, type ValidationSwitches } from './events/validate';
+export { serializeEvent } from './events/serialize';
 export { MemoryTransport } from './transport/memory';
 export type { HistoryLimits as MemoryTransportOptions } from './history/memory-history';
 export {

@@ -5,7 +5,7 @@ import type { HubCore } from '../hub';
 import type { HubLogger } from '../log';
 import type { ConnectionRejectReason, HubMetrics } from '../metrics';
 import type { StreamKind } from '../routing';
-import type { DisconnectReason } from '../sse/connection';
+import type { DisconnectReason, SseConnection } from '../sse/connection';
 import { authenticateRequest } from './authenticate';
 import { HttpError } from './errors';
 
@@ -90,17 +90,12 @@ export function serveStream(
   if (ADMIN_ONLY.has(stream) && !principal.roles.has(ROLE_ADMIN)) {
     return refuse('forbidden', new HttpError(403, 'this stream requires the admin role'));
   }
-  let settle: (reason: DisconnectReason) => void = () => undefined;
-  const closed = new Promise<DisconnectReason>((resolve) => {
-    settle = resolve;
-  });
   const opened = core.open(
     stream,
     principal.userId,
     principal.expiresAt,
     res,
     options.lastEventId ?? requestedLastEventId(req),
-    (reason) => settle(reason),
   );
   if (!opened.ok) {
     if (opened.reason === 'client_gone') return undefined;
@@ -113,27 +108,49 @@ export function serveStream(
     res.end();
     return undefined;
   }
-  const { connection } = opened.subscriber;
-  const close = (): void => connection.close('host_closed');
+  const guard = new StreamHandle(opened.subscriber.connection, stream);
   const { signal } = options;
   if (signal) {
+    const close = (): void => guard.close();
     if (signal.aborted) close();
     else {
       signal.addEventListener('abort', close, { once: true });
-      void closed.then(() => signal.removeEventListener('abort', close));
+      void guard.closed.then(() => signal.removeEventListener('abort', close));
     }
   }
-  return {
-    id: connection.id,
-    userId: principal.userId,
-    stream,
-    closed,
-    get isClosed() {
-      return connection.isClosed;
-    },
-    close,
-    [Symbol.dispose]: close,
-  };
+  return guard;
+}
+
+/** The guard over one connection; it allocates nothing until a host waits on `closed`. */
+class StreamHandle implements StreamGuard {
+  constructor(
+    private readonly connection: SseConnection,
+    readonly stream: StreamKind,
+  ) {}
+
+  get id(): string {
+    return this.connection.id;
+  }
+
+  get userId(): string {
+    return this.connection.userId;
+  }
+
+  get closed(): Promise<DisconnectReason> {
+    return this.connection.whenClosed();
+  }
+
+  get isClosed(): boolean {
+    return this.connection.isClosed;
+  }
+
+  close(): void {
+    this.connection.close('host_closed');
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }
 
 /**

@@ -24,6 +24,21 @@ const CLOSE_GRACE_MS = 5000;
 /** Frames of one turn are written at once up to this size; a larger batch goes out right away. */
 const MAX_BATCH_BYTES = 64 * 1024;
 
+const CONNECTION = Symbol('ssehub.connection');
+type OwnedResponse = ServerResponse & { [CONNECTION]?: SseConnection };
+
+function onResponseClose(this: OwnedResponse): void {
+  this[CONNECTION]?.close('client_closed');
+}
+
+function onResponseError(this: OwnedResponse): void {
+  this[CONNECTION]?.close('error');
+}
+
+function onResponseDrain(this: OwnedResponse): void {
+  this[CONNECTION]?.flushBacklog();
+}
+
 export const SSE_HEADERS: Readonly<Record<string, string>> = {
   'Content-Type': 'text/event-stream',
   'Cache-Control': 'no-cache, no-transform',
@@ -38,6 +53,9 @@ export const SSE_HEADERS: Readonly<Record<string, string>> = {
  */
 export class SseConnection implements Flushable {
   private closed = false;
+  /** Only for hosts that wait on a stream's end; most connections never allocate it. */
+  private closeWaiters: Array<(reason: DisconnectReason) => void> | undefined;
+  private closeReason: DisconnectReason | undefined;
   /** Frames accepted this turn, written together by flushPending (see flush-queue). Only while backlog is null. */
   private pending: Buffer[] | null = null;
   private pendingBytes = 0;
@@ -49,7 +67,7 @@ export class SseConnection implements Flushable {
   /** Set on every write; the hub's tick folds it into lastWriteAt, keeping clock reads off the fan-out path. */
   private wroteSinceTick = false;
   private lastWriteAt: number;
-  private writableWaiters: Array<() => void> = [];
+  private writableWaiters: Array<() => void> | undefined;
 
   constructor(
     readonly id: string,
@@ -61,8 +79,10 @@ export class SseConnection implements Flushable {
     private readonly onClose: (connection: SseConnection, reason: DisconnectReason) => void,
   ) {
     this.lastWriteAt = Date.now();
-    res.on('close', () => this.close('client_closed'));
-    res.on('error', () => this.close('error'));
+    // Shared listeners find their connection on the response: no closures per connection.
+    (res as OwnedResponse)[CONNECTION] = this;
+    res.on('close', onResponseClose);
+    res.on('error', onResponseError);
   }
 
   /** Starts the response; nothing else is written until the first frame or heartbeat. */
@@ -79,6 +99,15 @@ export class SseConnection implements Flushable {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Settles with the reason once the stream has closed. */
+  whenClosed(): Promise<DisconnectReason> {
+    if (this.closeReason !== undefined) return Promise.resolve(this.closeReason);
+    return new Promise((resolve) => {
+      this.closeWaiters ??= [];
+      this.closeWaiters.push(resolve);
+    });
   }
 
   /** Returns false when the frame was not accepted (connection closed or just dropped as too slow). */
@@ -125,7 +154,10 @@ export class SseConnection implements Flushable {
   /** Resolves once queued frames have reached the socket, or the stream is closed: replays pace themselves on it. */
   whenWritable(): Promise<void> {
     if (this.closed || this.backlog === null) return Promise.resolve();
-    return new Promise((resolve) => this.writableWaiters.push(resolve));
+    return new Promise((resolve) => {
+      this.writableWaiters ??= [];
+      this.writableWaiters.push(resolve);
+    });
   }
 
   /**
@@ -178,13 +210,17 @@ export class SseConnection implements Flushable {
       timer.unref();
       this.res.once('close', () => clearTimeout(timer));
     }
+    this.closeReason = reason;
     this.wakeWriters();
     this.onClose(this, reason);
+    if (this.closeWaiters) for (const settle of this.closeWaiters) settle(reason);
+    this.closeWaiters = undefined;
   }
 
   private wakeWriters(): void {
     const waiters = this.writableWaiters;
-    this.writableWaiters = [];
+    if (waiters === undefined) return;
+    this.writableWaiters = undefined;
     for (const wake of waiters) wake();
   }
 
@@ -192,10 +228,11 @@ export class SseConnection implements Flushable {
     this.backlog = [];
     this.backlogHead = 0;
     this.congestedSince = Date.now();
-    this.res.once('drain', this.flushBacklog);
+    this.res.once('drain', onResponseDrain);
   }
 
-  private readonly flushBacklog = (): void => {
+  /** Writes queued frames on the socket's 'drain', until it refuses again. */
+  flushBacklog(): void {
     const backlog = this.backlog;
     if (this.closed || backlog === null) return;
     while (this.backlogHead < backlog.length) {
@@ -206,7 +243,7 @@ export class SseConnection implements Flushable {
       if (!this.res.write(frame)) {
         this.compactBacklog();
         this.congestedSince = Date.now();
-        this.res.once('drain', this.flushBacklog);
+        this.res.once('drain', onResponseDrain);
         return;
       }
     }
@@ -214,7 +251,7 @@ export class SseConnection implements Flushable {
     this.backlogHead = 0;
     this.backlogBytes = 0;
     this.wakeWriters();
-  };
+  }
 
   private compactBacklog(): void {
     if (this.backlog !== null && this.backlogHead > 0) {
