@@ -29,6 +29,8 @@ export interface Config extends HubLimits {
   pgSchema: string;
   pgPollMs: number;
   drainMs: number;
+  /** Origins whose pages may open streams and ask for tickets from another site. */
+  corsOrigins: string[];
   jwt: JwtConfig;
 }
 
@@ -55,6 +57,7 @@ export const CONFIG_VARIABLES = [
   'SSEHUB_PG_POLL_MS',
   ...LIMIT_NAMES.map((name) => LIMIT_SPECS[name].env),
   'SSEHUB_DRAIN_MS',
+  'SSEHUB_CORS_ORIGINS',
   'SSEHUB_JWT_SECRET',
   'SSEHUB_JWT_PUBLIC_KEY',
   'SSEHUB_JWT_PUBLIC_KEY_FILE',
@@ -69,6 +72,16 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 const CHANNEL_PREFIX_PATTERN = /^[A-Za-z0-9_.:{}-]{1,64}$/;
 /** Unquoted-style names only: the schema also names the NOTIFY channel and appears in SQL publishers write. */
 const PG_SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,47}$/;
+
+/** An origin as browsers send it: scheme, host and port only. */
+function isOrigin(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === value;
+  } catch {
+    return false;
+  }
+}
 
 class Reader {
   readonly problems: string[] = [];
@@ -169,6 +182,16 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push('SSEHUB_JWT_JWKS_URL must be an http(s) URL');
   }
 
+  const corsOrigins = (read.string('SSEHUB_CORS_ORIGINS') ?? '')
+    .split(',')
+    .map((origin) => origin.trim())
+    .filter((origin) => origin !== '');
+  for (const origin of corsOrigins) {
+    if (!isOrigin(origin)) {
+      problems.push(`SSEHUB_CORS_ORIGINS takes origins like https://app.example.com, got ${JSON.stringify(origin)}`);
+    }
+  }
+
   const production = env.NODE_ENV === 'production';
   if (production && keySources.length === 0) {
     problems.push(
@@ -195,6 +218,7 @@ export function loadConfig(env: Env = process.env): Config {
     pgSchema,
     pgPollMs: read.integer('SSEHUB_PG_POLL_MS', 1000, 50, 60_000),
     drainMs: read.integer('SSEHUB_DRAIN_MS', 10_000, 0, 600_000),
+    corsOrigins,
     jwt,
   };
   if (problems.length > 0) throw new ConfigError(problems);

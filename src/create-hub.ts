@@ -11,7 +11,8 @@ import { createLogger, type HubLogger } from './log';
 import { HubMetrics, type MetricsOptions } from './metrics';
 import { routesFor, type EventKind, type StreamKind, STREAM_KINDS } from './routing';
 import { MemoryTransport } from './transport/memory';
-import type { Published, Transport } from './transport/transport';
+import { hasTicketStore, type Published, type TicketStore, type Transport } from './transport/transport';
+import { MemoryTicketStore, StreamTickets } from './auth/tickets';
 import { toEventBytes } from './wire/publishable';
 
 export interface CreateHubOptions {
@@ -90,6 +91,7 @@ export interface HubInternals {
   core: HubCore;
   metrics: HubMetrics;
   log: HubLogger;
+  tickets: StreamTickets;
 }
 
 const internals = new WeakMap<Hub, HubInternals>();
@@ -98,6 +100,17 @@ export function internalsOf(hub: Hub): HubInternals {
   const found = internals.get(hub);
   if (!found) throw new TypeError('not a hub made by createHub()');
   return found;
+}
+
+function ticketStoreFor(transport: Transport, log: HubLogger): TicketStore {
+  if (hasTicketStore(transport)) return transport;
+  if (transport.name !== 'memory') {
+    log.warn(
+      { transport: transport.name },
+      'this transport keeps no stream tickets: a ticket is redeemable only on the replica that issued it',
+    );
+  }
+  return new MemoryTicketStore();
 }
 
 /** Builds a hub: the library core with no HTTP server. Mount it with `ssehub/koa` or `hub.serveStream`. */
@@ -128,6 +141,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
   );
   const hubCore = core;
   const validator = createEventValidator(options.validate ?? {});
+  const tickets = new StreamTickets(ticketStoreFor(transport, log), limits.ticketTtlMs);
   let state: 'new' | 'starting' | 'started' | 'closed' = 'new';
 
   const publish = async <K extends EventKind>(kind: K, userId: string, event: EventInput<K>): Promise<Published> => {
@@ -189,6 +203,6 @@ export function createHub(options: CreateHubOptions = {}): Hub {
       await transport.close();
     },
   };
-  internals.set(hub, { core: hubCore, metrics, log });
+  internals.set(hub, { core: hubCore, metrics, log, tickets });
   return hub;
 }

@@ -7,11 +7,15 @@ import type { HttpDeps } from './http/deps';
 import { errorResponses } from './http/errors';
 import { mountOps } from './http/ops';
 import { mountStreams } from './http/streams';
+import { mountTickets } from './http/tickets';
+import { CorsPolicy, type CorsOptions } from './http/cors';
 import { mountWebhooks } from './http/webhook';
 
 export interface KoaRoutesOptions {
   /** Who a request speaks for: the host's own sessions, or `(ctx) => jwt(ctx.req)` with `jwtAuthenticator`. */
   authenticate: Authenticate<Context>;
+  /** Who a webhook speaks for, when it must differ from `authenticate` (the stand-alone server takes bearer tokens only). */
+  authenticateWebhook?: Authenticate<Context>;
   /**
    * Which routes to mount: the streams (`/api/v1/stream/*`, `/api/v1/analytics/stream`), the
    * webhooks (`POST /api/v1/webhook/:kind`) and the operations endpoints (`/health`,
@@ -21,6 +25,8 @@ export interface KoaRoutesOptions {
   routes?: { streams?: boolean; webhooks?: boolean; ops?: boolean };
   /** Passed to @koa/router, e.g. `{ prefix: '/events' }`. */
   router?: RouterOptions;
+  /** Origins allowed to open streams and ask for tickets from another site (credentials included). */
+  cors?: CorsOptions;
 }
 
 /**
@@ -29,11 +35,21 @@ export interface KoaRoutesOptions {
  */
 export function createKoaRouter(hub: Hub, options: KoaRoutesOptions): Router {
   const internals = internalsOf(hub);
-  const deps: HttpDeps = { hub, internals, authenticate: options.authenticate };
+  const { core, metrics, log, tickets } = internals;
+  const deps: HttpDeps = {
+    hub,
+    internals,
+    authenticate: options.authenticate,
+    authenticateWebhook: options.authenticateWebhook ?? options.authenticate,
+    streams: { core, metrics, log, tickets, cors: new CorsPolicy(options.cors) },
+  };
   const router = new Router(options.router);
   const routes = { streams: true, webhooks: true, ops: false, ...options.routes };
   router.use(errorResponses(internals.log));
-  if (routes.streams) mountStreams(router, deps);
+  if (routes.streams) {
+    mountStreams(router, deps);
+    mountTickets(router, deps);
+  }
   if (routes.webhooks) mountWebhooks(router, deps);
   if (routes.ops) mountOps(router, deps);
   return router;

@@ -24,6 +24,8 @@ export const LIMIT_SPECS = {
   historyTtlMs: { env: 'SSEHUB_HISTORY_TTL_MS', default: 3_600_000, min: 1000, max: 7 * 24 * 3_600_000 },
   /** Most events one resume replays before it answers with a reset instead. */
   replayMax: { env: 'SSEHUB_REPLAY_MAX', default: 1000, min: 0, max: 100_000 },
+  /** How long a stream ticket may wait to be redeemed. */
+  ticketTtlMs: { env: 'SSEHUB_TICKET_TTL_MS', default: 30_000, min: 1000, max: 600_000 },
 } as const satisfies Record<string, LimitSpec>;
 
 export interface LimitSpec {

@@ -5,6 +5,7 @@ import { jwtAuthenticator } from './auth/principal';
 import { createVerifier } from './auth/verifier';
 import type { Config } from './config';
 import { createHub, internalsOf, type Hub } from './create-hub';
+import { CorsPolicy } from './http/cors';
 import { streamRequestListener } from './http/stream-routes';
 import { createKoaApp } from './koa';
 import type { HubLogger } from './log';
@@ -75,10 +76,20 @@ export class HubServer {
       logger: this.log,
       metrics: { registry },
     });
-    const authenticate = jwtAuthenticator(createVerifier(config.jwt, options.fallbackSecret));
-    const { core, metrics } = internalsOf(this.hub);
-    const streams = streamRequestListener(core, metrics, authenticate, this.log);
-    const koa = createKoaApp(this.hub, { authenticate: (ctx) => authenticate(ctx.req) }).callback();
+    const verifier = createVerifier(config.jwt, options.fallbackSecret);
+    const authenticate = jwtAuthenticator(verifier);
+    const cors = { origins: config.corsOrigins };
+    const { core, metrics, tickets } = internalsOf(this.hub);
+    const streams = streamRequestListener(
+      { core, metrics, log: this.log, tickets, cors: new CorsPolicy(cors) },
+      authenticate,
+    );
+    const bearerOnly = jwtAuthenticator(verifier, { cookie: false });
+    const koa = createKoaApp(this.hub, {
+      authenticate: (ctx) => authenticate(ctx.req),
+      authenticateWebhook: (ctx) => bearerOnly(ctx.req),
+      cors,
+    }).callback();
     this.server = createServer((req, res) => {
       if (!streams(req, res)) void koa(req, res);
     });

@@ -41,13 +41,24 @@ export async function authenticateWith<Request>(
 }
 
 /**
- * The default: a bearer token from the Authorization header, else the `access_token` cookie,
+ * The default: a bearer token from the Authorization header, else (unless `cookie: false`, as
+ * for webhooks, which a cross-site form must never be able to call) the `access_token` cookie,
  * verified as a JWT.
  */
-export function jwtAuthenticator(verifier: TokenVerifier): Authenticate<IncomingMessage> {
+export function jwtAuthenticator(
+  verifier: TokenVerifier,
+  options: { cookie?: boolean } = {},
+): Authenticate<IncomingMessage> {
+  const cookie = options.cookie ?? true;
   return (request) => {
-    const token = extractToken(request.headers);
-    if (token === undefined) throw new AuthError(401, 'missing bearer token or access_token cookie', 'Bearer');
+    const token = extractToken(request.headers, { cookie });
+    if (token === undefined) {
+      throw new AuthError(
+        401,
+        cookie ? 'missing bearer token or access_token cookie' : 'missing bearer token',
+        'Bearer',
+      );
+    }
     return verifier.verify(token);
   };
 }

@@ -20,14 +20,14 @@ function cookieValue(header: string, name: string): string | undefined {
  * The bearer token from the Authorization header, else the `access_token` cookie (browsers'
  * EventSource cannot set headers). Never from the query string, where it would end up in logs.
  */
-export function extractToken(headers: IncomingHttpHeaders): string | undefined {
+export function extractToken(headers: IncomingHttpHeaders, options: { cookie?: boolean } = {}): string | undefined {
   const authorization = headers.authorization;
   if (authorization !== undefined) {
     const match = /^Bearer[ \t]+([^\s]+)[ \t]*$/i.exec(authorization);
     return match?.[1];
   }
   const cookie = headers.cookie;
-  if (cookie === undefined) return undefined;
+  if (cookie === undefined || options.cookie === false) return undefined;
   const token = cookieValue(cookie, TOKEN_COOKIE);
   return token === '' ? undefined : token;
 }

@@ -1,23 +1,25 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Authenticate } from '../auth/principal';
-import { ROLE_ADMIN, type Principal } from '../auth/verifier';
+import { mayOpenStream, mayStreamKind, roleForStream } from '../auth/permissions';
+import type { StreamTickets } from '../auth/tickets';
+import type { Principal } from '../auth/verifier';
 import type { HubCore } from '../hub';
 import type { HubLogger } from '../log';
 import type { ConnectionRejectReason, HubMetrics } from '../metrics';
-import type { StreamKind } from '../routing';
+import { kindsForStream, type StreamKind } from '../routing';
 import type { DisconnectReason, SseConnection } from '../sse/connection';
 import { authenticateRequest } from './authenticate';
-import { HttpError } from './errors';
+import type { CorsPolicy } from './cors';
+import { HttpError, writeHttpError } from './errors';
 
-/** The seed's stream routes; the analytics stream is for admins only. */
-export const STREAM_ROUTES: ReadonlyArray<{ path: string; stream: StreamKind; adminOnly: boolean }> = [
-  { path: '/api/v1/stream/agui', stream: 'agui', adminOnly: false },
-  { path: '/api/v1/stream/a2a', stream: 'a2a', adminOnly: false },
-  { path: '/api/v1/stream/contexts', stream: 'contexts', adminOnly: false },
-  { path: '/api/v1/analytics/stream', stream: 'analytics', adminOnly: true },
+/** The seed's stream routes; who may open each follows from the kinds it carries (auth/permissions). */
+export const STREAM_ROUTES: ReadonlyArray<{ path: string; stream: StreamKind }> = [
+  { path: '/api/v1/stream/agui', stream: 'agui' },
+  { path: '/api/v1/stream/a2a', stream: 'a2a' },
+  { path: '/api/v1/stream/contexts', stream: 'contexts' },
+  { path: '/api/v1/analytics/stream', stream: 'analytics' },
 ];
 
-const ADMIN_ONLY: ReadonlySet<StreamKind> = new Set(STREAM_ROUTES.filter((r) => r.adminOnly).map((r) => r.stream));
 const STREAM_BY_PATH: ReadonlyMap<string, StreamKind> = new Map(STREAM_ROUTES.map((r) => [r.path, r.stream]));
 
 export interface ServeStreamOptions {
@@ -51,21 +53,6 @@ function requestedLastEventId(req: IncomingMessage): string | undefined {
   return value === null || value === '' ? undefined : value;
 }
 
-/** The `{"error": "..."}` answer every HTTP refusal of the hub has. */
-export function writeHttpError(res: ServerResponse, error: HttpError): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = JSON.stringify({ error: error.message });
-  res.writeHead(error.status, {
-    ...error.headers,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-  });
-  res.end(body);
-}
-
 /**
  * Serves one stream on a plain node:http response for an already authenticated principal:
  * the path Express, Fastify or a bare http.Server hands requests to. Refusals (405, 403, 429,
@@ -87,8 +74,8 @@ export function serveStream(
   };
   if (req.method !== 'GET')
     return refuse(undefined, new HttpError(405, 'streams are opened with GET', { Allow: 'GET' }));
-  if (ADMIN_ONLY.has(stream) && !principal.roles.has(ROLE_ADMIN)) {
-    return refuse('forbidden', new HttpError(403, 'this stream requires the admin role'));
+  if (!mayOpenStream(principal, stream)) {
+    return refuse('forbidden', new HttpError(403, `this stream requires the ${roleForStream(stream)} role`));
   }
   const opened = core.open(
     stream,
@@ -153,38 +140,93 @@ class StreamHandle implements StreamGuard {
   }
 }
 
+/** What serving stream requests (rather than streams for an authenticated principal) needs. */
+export interface StreamRequestDeps {
+  core: HubCore;
+  metrics: HubMetrics;
+  log: HubLogger;
+  tickets: StreamTickets;
+  cors: CorsPolicy;
+}
+
+function queryParameter(req: IncomingMessage, name: string): string | undefined {
+  const url = req.url ?? '';
+  const query = url.indexOf('?');
+  if (query === -1) return undefined;
+  return new URLSearchParams(url.slice(query + 1)).get(name) ?? undefined;
+}
+
+/**
+ * Who a stream request speaks for: a `?ticket=` (redeemed once, and only for the kinds it was
+ * issued for), else the host's authentication.
+ */
+async function streamPrincipal(
+  deps: StreamRequestDeps,
+  req: IncomingMessage,
+  stream: StreamKind,
+  authenticate: () => Promise<Principal>,
+): Promise<Principal> {
+  const ticket = queryParameter(req, 'ticket');
+  if (ticket === undefined) return authenticate();
+  const grant = await deps.tickets.redeem(ticket);
+  if (grant === undefined) throw new HttpError(401, 'unknown, expired or already used ticket');
+  if (!kindsForStream(stream).every((kind) => grant.kinds.includes(kind) && mayStreamKind(grant.principal, kind))) {
+    throw new HttpError(403, 'the ticket does not cover the kinds of this stream');
+  }
+  return grant.principal;
+}
+
+/**
+ * One stream request from start to end: CORS, the cross-site cookie refusal, a ticket or the
+ * host's authentication, then the stream (or its refusal). Never rejects: every failure is answered.
+ */
+export async function handleStreamRequest(
+  deps: StreamRequestDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  stream: StreamKind,
+  authenticate: () => Promise<Principal>,
+): Promise<void> {
+  const { cors, metrics } = deps;
+  if (req.method === 'OPTIONS') return cors.preflight(req, res, 'GET');
+  // Refused before auth, as a router would: a HEAD "stream" would hold a slot and never read.
+  if (req.method !== 'GET') {
+    return writeHttpError(res, new HttpError(405, 'streams are opened with GET', { Allow: 'GET' }));
+  }
+  cors.apply(req, res);
+  if (cors.refusesCredentials(req)) {
+    metrics.connectionRejected('forbidden');
+    return writeHttpError(res, new HttpError(403, 'cross-origin stream requests with cookies need an allowed origin'));
+  }
+  try {
+    const principal = await streamPrincipal(deps, req, stream, authenticate);
+    serveStream(deps.core, metrics, req, res, principal, stream);
+  } catch (err) {
+    if (err instanceof HttpError) {
+      if (err.status === 401) metrics.connectionRejected('unauthorized');
+      if (err.status === 403) metrics.connectionRejected('forbidden');
+      writeHttpError(res, err);
+      return;
+    }
+    deps.log.error({ err, path: req.url }, 'request failed');
+    writeHttpError(res, new HttpError(500, 'internal error'));
+  }
+}
+
 /**
  * The stream routes as a node:http listener that authenticates each request itself. Answers
  * true for the requests it took (a stream path), false for the caller to route elsewhere.
  */
 export function streamRequestListener(
-  core: HubCore,
-  metrics: HubMetrics,
+  deps: StreamRequestDeps,
   authenticate: Authenticate<IncomingMessage>,
-  log: HubLogger,
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
     const url = req.url ?? '/';
     const query = url.indexOf('?');
     const stream = STREAM_BY_PATH.get(query === -1 ? url : url.slice(0, query));
     if (stream === undefined) return false;
-    // Refused before auth, as a router would: a HEAD "stream" would hold a slot and never read.
-    if (req.method !== 'GET') {
-      writeHttpError(res, new HttpError(405, 'streams are opened with GET', { Allow: 'GET' }));
-      return true;
-    }
-    authenticateRequest(authenticate, req).then(
-      (principal) => serveStream(core, metrics, req, res, principal, stream),
-      (err: unknown) => {
-        if (err instanceof HttpError) {
-          if (err.status === 401) metrics.connectionRejected('unauthorized');
-          writeHttpError(res, err);
-        } else {
-          log.error({ err, path: url }, 'request failed');
-          writeHttpError(res, new HttpError(500, 'internal error'));
-        }
-      },
-    );
+    void handleStreamRequest(deps, req, res, stream, () => authenticateRequest(authenticate, req));
     return true;
   };
 }

@@ -151,6 +151,19 @@ export class RedisTransport implements Transport {
     });
   }
 
+  async putTicket(key: string, value: string, ttlMs: number): Promise<void> {
+    await this.publisher.set(this.ticketKey(key), value, 'PX', ttlMs);
+  }
+
+  async takeTicket(key: string): Promise<string | undefined> {
+    const value = await this.publisher.call('GETDEL', this.ticketKey(key));
+    return typeof value === 'string' ? value : undefined;
+  }
+
+  private ticketKey(key: string): string {
+    return `${this.options.channelPrefix}:ticket:${key}`;
+  }
+
   /** Subscribed, and able to publish and read history: a replica that cannot publish is not ready for webhooks. */
   isListening(): boolean {
     return this.listening && this.publisher.status === 'ready' && this.historyReader.status === 'ready';

@@ -78,6 +78,21 @@ export interface LivePosition {
   livePosition(): EventId | undefined;
 }
 
+/**
+ * A capability of stores every replica shares: short-lived single-use records (stream tickets),
+ * so that a ticket issued by one replica is redeemed on any other exactly once.
+ */
+export interface TicketStore {
+  putTicket(key: string, value: string, ttlMs: number): Promise<void>;
+  /** The value, removed in the same step so a second take finds nothing; undefined when absent or expired. */
+  takeTicket(key: string): Promise<string | undefined>;
+}
+
+export function hasTicketStore<T extends object>(transport: T): transport is T & TicketStore {
+  const candidate = transport as Partial<TicketStore>;
+  return typeof candidate.putTicket === 'function' && typeof candidate.takeTicket === 'function';
+}
+
 export function hasLivePosition<T extends object>(transport: T): transport is T & LivePosition {
   return typeof (transport as Partial<LivePosition>).livePosition === 'function';
 }
