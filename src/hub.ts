@@ -86,6 +86,7 @@ export class HubCore {
         this.recover();
       },
       metrics,
+      log,
     };
   }
 

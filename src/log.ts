@@ -14,6 +14,17 @@ export interface HubLogger {
   child(bindings: Record<string, unknown>): HubLogger;
 }
 
+const ignore = (): void => undefined;
+
+/** Logs nothing: what a transport uses until the hub it is started by hands it the hub's logger. */
+export const NOOP_LOGGER: HubLogger = {
+  debug: ignore,
+  info: ignore,
+  warn: ignore,
+  error: ignore,
+  child: () => NOOP_LOGGER,
+};
+
 /** The stand-alone server's logger; embedders pass their own. */
 export function createLogger(level: string): HubLogger {
   return pino({

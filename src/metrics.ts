@@ -4,7 +4,7 @@ import { REJECT_REASONS, type RejectReason } from './wire/envelope';
 import { DISCONNECT_REASONS, type DisconnectReason } from './sse/connection';
 import { RESET_REASONS, type ResetReason } from './history/history';
 import type { CatchUpMetrics, CatchUpPurpose } from './delivery/catch-up';
-import { WAKE_SOURCES, type OutboxReaderMetrics, type WakeSource } from './transport/postgres-reader';
+import { WAKE_SOURCES, type TransportMetrics, type WakeSource } from './transport/transport';
 
 export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'draining'] as const;
 export type ConnectionRejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
@@ -33,7 +33,7 @@ export interface MetricsOptions {
  * Prometheus metrics in a registry of the hub's own. No label carries a user or connection
  * id, so the number of series is fixed whatever the traffic.
  */
-export class HubMetrics implements CatchUpMetrics, OutboxReaderMetrics {
+export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   readonly registry: Registry;
   private readonly eventsReceived: Counter<'kind'>;
   private readonly eventsRejected: Counter<'reason'>;

@@ -3,34 +3,22 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import Koa from 'koa';
-import pino from 'pino';
-import { createHub, DEFAULT_LIMITS } from 'ssehub';
+import { createHub } from 'ssehub';
 import { createKoaRouter } from 'ssehub/koa';
 
 const PORT = Number(process.env.PORT ?? 3000);
 const SESSION_SECRET = process.env.SESSION_SECRET ?? 'dev-only-secret-change-me';
 const SESSION_MS = 8 * 3600_000;
-const logger = pino();
 
 // ioredis is an optional peer of ssehub: only a host that sets REDIS_URL installs and loads it.
 async function redisTransport(url) {
   const { RedisTransport } = await import('ssehub/redis');
-  return new RedisTransport({
-    url,
-    channelPrefix: 'ssehub',
-    logger,
-    // The transport keeps the history in Redis, so it has to be told the hub's limits.
-    history: {
-      historyMax: DEFAULT_LIMITS.historyMax,
-      historyTtlMs: DEFAULT_LIMITS.historyTtlMs,
-      maxEventBytes: DEFAULT_LIMITS.maxEventBytes,
-    },
-  });
+  // Channel prefix, history limits and logger default to the stand-alone server's (and the hub's).
+  return new RedisTransport({ url });
 }
 
 const hub = createHub({
   transport: process.env.REDIS_URL ? await redisTransport(process.env.REDIS_URL) : undefined,
-  logger,
   validate: { agui: true },
 });
 await hub.start();
@@ -97,7 +85,7 @@ const streams = createKoaRouter(hub, {
 app.use(routes.routes()).use(routes.allowedMethods()).use(streams.routes());
 
 const server = app.listen(PORT, '127.0.0.1', () => {
-  logger.info({ port: server.address().port }, 'koa-embed listening');
+  console.log(`koa-embed listening on port ${server.address().port}`);
 });
 
 for (const signal of ['SIGINT', 'SIGTERM']) {

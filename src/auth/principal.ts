@@ -22,7 +22,7 @@ export type Authenticate<Request = IncomingMessage> = (
 /** The same user id rules as for publishers: a principal no event could be addressed to is refused. */
 export function toPrincipal(init: PrincipalInit): Principal {
   const problem = validateUserId(init.userId);
-  if (problem) throw new AuthError(401, `not a valid user id: ${problem.detail}`, undefined);
+  if (problem) throw new AuthError(401, `not a valid user id: ${problem.detail}`, null);
   return {
     userId: init.userId,
     roles: init.roles instanceof Set ? init.roles : new Set(init.roles ?? []),
@@ -36,7 +36,7 @@ export async function authenticateWith<Request>(
   request: Request,
 ): Promise<Principal> {
   const init = await authenticate(request);
-  if (init === null || init === undefined) throw new AuthError(401, 'not authenticated', undefined);
+  if (init === null || init === undefined) throw new AuthError(401, 'not authenticated', null);
   return toPrincipal(init);
 }
 

@@ -12,7 +12,7 @@ export async function authenticateRequest<Request>(
   } catch (err) {
     if (err instanceof AuthError) {
       const headers: Record<string, string> =
-        err.status === 401 && err.challenge !== undefined ? { 'WWW-Authenticate': err.challenge } : {};
+        err.status === 401 && err.challenge !== null ? { 'WWW-Authenticate': err.challenge } : {};
       if (err.status === 503) headers['Retry-After'] = '1';
       throw new HttpError(err.status, err.message, headers);
     }

@@ -208,7 +208,8 @@ export async function handleStreamRequest(
       writeHttpError(res, err);
       return;
     }
-    deps.log.error({ err, path: req.url }, 'request failed');
+    // The path only: a query string may hold a ticket, which must never reach a log.
+    deps.log.error({ err, path: req.url?.split('?', 1)[0] }, 'request failed');
     writeHttpError(res, new HttpError(500, 'internal error'));
   }
 }

@@ -5,18 +5,7 @@ import { validateEvent, validateUserId, type Rejected } from '../wire/envelope';
 import type { EventId } from '../history/event-id';
 import { comparePosition, eventIdAt, type OutboxPosition } from './postgres-outbox';
 import { SESSION_OPTIONS, notifyChannel, quoteIdent } from './postgres-schema';
-import type { TransportHandler } from './transport';
-
-export const WAKE_SOURCES = ['notify', 'poll', 'retry'] as const;
-export type WakeSource = (typeof WAKE_SOURCES)[number];
-
-export interface OutboxReaderMetrics {
-  rowsRead(rows: number): void;
-  wokeUp(source: WakeSource): void;
-  /** Seconds the oldest committed row this replica has not delivered yet has waited; 0 when caught up. */
-  lag(seconds: number): void;
-  reconnected(): void;
-}
+import type { TransportHandler, TransportMetrics, WakeSource } from './transport';
 
 /** What the reader tells the transport about its connection and about positions it had to skip. */
 export interface ReaderEvents {
@@ -38,7 +27,7 @@ export interface OutboxReaderOptions {
   pollMs: number;
   maxEventBytes: number;
   log: HubLogger;
-  metrics: OutboxReaderMetrics;
+  metrics: TransportMetrics;
   events: ReaderEvents;
 }
 

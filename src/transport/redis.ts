@@ -1,18 +1,25 @@
 import { Redis } from 'ioredis';
-import type { HubLogger } from '../log';
+import { NOOP_LOGGER, type HubLogger } from '../log';
 import type { EventId } from '../history/event-id';
 import type { HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
-import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type HistorySettings } from './redis-events';
+import {
+  DEFAULT_HISTORY_SETTINGS,
+  PUBLISHER_CONNECTION_OPTIONS,
+  RedisEvents,
+  type HistorySettings,
+} from './redis-events';
 import { admitEnvelope, isRejectedMessage } from '../wire/envelope';
 import type { Published, Transport, TransportHandler } from './transport';
 
 export interface RedisTransportOptions {
   url: string;
-  /** Channels are `<prefix>:<kind>`; history keys start with `<prefix>:` too. */
-  channelPrefix: string;
-  history: HistorySettings;
-  logger: HubLogger;
+  /** Channels are `<prefix>:<kind>`; history keys start with `<prefix>:` too (default `ssehub`). */
+  channelPrefix?: string;
+  /** The stand-alone server's defaults (the configuration table's) for what is left out. */
+  history?: Partial<HistorySettings>;
+  /** The hub's logger by default. */
+  logger?: HubLogger;
   /** How often the subscriber connection is probed; a probe unanswered for as long forces a reconnect. */
   livenessIntervalMs?: number;
 }
@@ -21,6 +28,8 @@ export interface RedisTransportOptions {
 const READ_WAIT_MS = 2000;
 /** A replay of a thousand large events takes a while; a black-holed connection still fails in time. */
 const HISTORY_READ_TIMEOUT_MS = 30_000;
+
+const DEFAULT_CHANNEL_PREFIX = 'ssehub';
 
 function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (char) => `\\${char}`);
@@ -42,13 +51,15 @@ export class RedisTransport implements Transport {
   /** One pattern for all kinds, so messages on unknown kinds are seen (and counted) too. */
   private readonly pattern: string;
   private readonly channelPrefixLength: number;
+  private readonly maxEventBytes: number;
   private readonly publisher: Redis;
   /** Replays can be large; they get their own connection so publishes never queue behind them. */
   private readonly historyReader: Redis;
   private readonly history: RedisEvents;
   private readonly subscriber: Redis;
   private readonly events: RedisEvents;
-  private readonly log: HubLogger;
+  private log: HubLogger;
+  private readonly channelPrefix: string;
   private handler: TransportHandler | undefined;
   private listening = false;
   private subscribedBefore = false;
@@ -56,9 +67,12 @@ export class RedisTransport implements Transport {
   private livenessTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: RedisTransportOptions) {
-    this.log = options.logger.child({ component: 'redis-transport' });
-    this.pattern = `${escapeGlob(options.channelPrefix)}:*`;
-    this.channelPrefixLength = Buffer.byteLength(options.channelPrefix) + 1;
+    this.log = (options.logger ?? NOOP_LOGGER).child({ component: 'redis-transport' });
+    this.channelPrefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
+    const history: HistorySettings = { ...DEFAULT_HISTORY_SETTINGS, ...options.history };
+    this.maxEventBytes = history.maxEventBytes;
+    this.pattern = `${escapeGlob(this.channelPrefix)}:*`;
+    this.channelPrefixLength = Buffer.byteLength(this.channelPrefix) + 1;
     this.publisher = new Redis(options.url, {
       connectionName: 'ssehub-publisher',
       ...PUBLISHER_CONNECTION_OPTIONS,
@@ -82,8 +96,8 @@ export class RedisTransport implements Transport {
       lazyConnect: true,
     });
     this.historyReader.setMaxListeners(0);
-    this.events = new RedisEvents(this.publisher, options.channelPrefix, options.history);
-    this.history = new RedisEvents(this.historyReader, options.channelPrefix, options.history);
+    this.events = new RedisEvents(this.publisher, this.channelPrefix, history);
+    this.history = new RedisEvents(this.historyReader, this.channelPrefix, history);
     this.publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis publisher error'));
     this.historyReader.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis history reader error'));
     this.publisher.on('ready', () => {
@@ -97,11 +111,7 @@ export class RedisTransport implements Transport {
     this.subscriber.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer, message: Buffer) => {
       const handler = this.handler;
       if (!handler) return;
-      const admitted = admitEnvelope(
-        channel.toString('utf8', this.channelPrefixLength),
-        message,
-        options.history.maxEventBytes,
-      );
+      const admitted = admitEnvelope(channel.toString('utf8', this.channelPrefixLength), message, this.maxEventBytes);
       if (isRejectedMessage(admitted)) handler.rejected(admitted);
       else handler.event(admitted);
     });
@@ -109,6 +119,7 @@ export class RedisTransport implements Transport {
 
   async start(handler: TransportHandler): Promise<void> {
     this.handler = handler;
+    if (this.options.logger === undefined) this.log = handler.log.child({ component: 'redis-transport' });
     // Connection failures are retried in the background; readiness reports them meanwhile.
     this.publisher
       .connect()
@@ -161,7 +172,7 @@ export class RedisTransport implements Transport {
   }
 
   private ticketKey(key: string): string {
-    return `${this.options.channelPrefix}:ticket:${key}`;
+    return `${this.channelPrefix}:ticket:${key}`;
   }
 
   /** Subscribed, and able to publish and read history: a replica that cannot publish is not ready for webhooks. */

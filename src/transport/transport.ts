@@ -2,7 +2,7 @@ import type { EventId } from '../history/event-id';
 import type { HistorySource } from '../history/history';
 import type { EventKind } from '../routing';
 import type { RejectReason } from '../wire/envelope';
-import type { OutboxReaderMetrics } from './postgres-reader';
+import type { HubLogger } from '../log';
 
 /**
  * One event as it enters the hub: its kind known, its user id, id and event bytes checked at
@@ -25,6 +25,19 @@ export interface RejectedMessage {
   kind?: string;
 }
 
+/** What woke a polling reader: a notification, its fallback poll, or a retry. */
+export const WAKE_SOURCES = ['notify', 'poll', 'retry'] as const;
+export type WakeSource = (typeof WAKE_SOURCES)[number];
+
+/** What a transport reports about itself; the outbox reader's rows, wake-ups and lag. */
+export interface TransportMetrics {
+  rowsRead(rows: number): void;
+  wokeUp(source: WakeSource): void;
+  /** Seconds the oldest committed row this replica has not delivered yet has waited; 0 when caught up. */
+  lag(seconds: number): void;
+  reconnected(): void;
+}
+
 /** The one object a transport calls back into; it never throws. */
 export interface TransportHandler {
   /** Every valid event published on any replica, once, in the order the transport delivers it. */
@@ -35,7 +48,9 @@ export interface TransportHandler {
   /** Once messages flow; `again` is false for the first subscription of this transport. */
   subscribed(again: boolean): void;
   /** Where a transport reports what only it sees (the hub's metrics implement it). */
-  readonly metrics: OutboxReaderMetrics;
+  readonly metrics: TransportMetrics;
+  /** The hub's logger, for transports constructed without one. */
+  readonly log: HubLogger;
 }
 
 export interface Published {

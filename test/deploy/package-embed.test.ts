@@ -167,11 +167,7 @@ describe('the packed tarball', () => {
     expect(result).toMatchObject({ installed: false, loaded: [], names: Array(4).fill('function') });
   });
 
-  // Known defect of ssehub 0.1.0: dist/metrics.js requires dist/transport/postgres-reader.js for
-  // WAKE_SOURCES, and that requires 'pg', so `require('ssehub')` fails without pg and loads it
-  // with. The examples depend on pg only to work around it. Once fixed, this test fails: make it
-  // a plain `it` and drop pg from both examples' package.json.
-  it.failing('loads with neither ioredis nor pg installed, and loads neither', async () => {
+  it('loads with neither ioredis nor pg installed, and loads neither', async () => {
     const script = `
       import { createRequire } from 'node:module';
       const require = createRequire(process.cwd() + '/');
