@@ -2,6 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { JwtConfig } from '../config';
 import { validateUserId } from '../wire/envelope';
+import { VerifiedTokens } from './verified-tokens';
 
 export const ROLE_ADMIN = 'admin';
 export const ROLE_SERVICE = 'service';
@@ -109,8 +110,15 @@ class JoseVerifier implements TokenVerifier {
   }
 }
 
-/** Builds the verifier for the configured key; `fallbackSecret` is the development-mode key. */
+/**
+ * Builds the verifier for the configured key (`fallbackSecret` is the development-mode key),
+ * remembering tokens that verified until they expire.
+ */
 export function createVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): TokenVerifier {
+  return new VerifiedTokens(createJoseVerifier(config, fallbackSecret));
+}
+
+function createJoseVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): TokenVerifier {
   if (config.secret !== undefined) {
     return new JoseVerifier(new TextEncoder().encode(config.secret), ['HS256'], config);
   }
