@@ -101,9 +101,17 @@ export class HubCore {
     for (const route of routesFor(kind)) {
       const subscribers = this.registry.subscribers(route.stream, userId);
       if (subscribers === undefined) continue;
-      const frame = encodeEventFrame(kind, route.wrapWithProtocol, event, fields);
+      // Encoded once per stream kind, and only if some stream of the user shows it.
+      let frame: Buffer | undefined;
       let written = 0;
-      for (const subscriber of subscribers) if (subscriber.deliver(id, frame)) written++;
+      for (const subscriber of subscribers) {
+        if (!subscriber.carries(kind)) {
+          if (id !== undefined) subscriber.passOver(id);
+          continue;
+        }
+        frame ??= encodeEventFrame(kind, route.style, event, fields);
+        if (subscriber.deliver(id, frame)) written++;
+      }
       this.metrics.delivered(route.stream, written);
     }
     if (id !== undefined) {
@@ -127,7 +135,14 @@ export class HubCore {
    * at the cap. The stream is registered before history is read, so nothing published
    * meanwhile slips between the replay and live delivery.
    */
-  open(stream: StreamKind, userId: string, expiresAt: number, res: ServerResponse, lastEventId?: string): OpenResult {
+  open(
+    stream: StreamKind,
+    userId: string,
+    expiresAt: number,
+    res: ServerResponse,
+    lastEventId?: string,
+    kinds?: ReadonlySet<EventKind>,
+  ): OpenResult {
     // The client may have hung up while its token was being verified; its 'close' has fired already.
     if (res.destroyed || !res.socket || res.socket.destroyed) return { ok: false, reason: 'client_gone' };
     if (this.draining) return { ok: false, reason: 'draining' };
@@ -150,6 +165,7 @@ export class HubCore {
       lastEventId,
       this.options.outbound.maxEvents,
       this.countHistoryLost,
+      kinds,
     );
     subscriber.awaitingRecovery = this.awaitingRecovery;
     this.registry.add(stream, subscriber);

@@ -15,6 +15,7 @@ const CHANNEL_LABEL: Record<StreamKind, string> = {
   a2a: 'a2a',
   contexts: 'context',
   analytics: 'analytics',
+  multiplexed: 'multiplexed',
 };
 
 export interface MetricsSources {

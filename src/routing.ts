@@ -2,27 +2,32 @@
 export const EVENT_KINDS = ['agui', 'a2a', 'system', 'analytics'] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
-/** Streams clients subscribe to. */
-export const STREAM_KINDS = ['agui', 'a2a', 'contexts', 'analytics'] as const;
+/**
+ * Streams clients subscribe to: the seed's four, and the multiplexed stream, which carries the
+ * kinds each client asks for on one connection.
+ */
+export const STREAM_KINDS = ['agui', 'a2a', 'contexts', 'analytics', 'multiplexed'] as const;
 export type StreamKind = (typeof STREAM_KINDS)[number];
+
+/**
+ * How a stream shows an event: its bytes as published (`plain`), wrapped as
+ * `{"protocol":<kind>,"event":…}` (the contexts stream), or as published in a frame named by its
+ * kind, `event:<kind>` (the multiplexed stream).
+ */
+export type FrameStyle = 'plain' | 'protocol' | 'named';
 
 export interface Route {
   stream: StreamKind;
-  /** The contexts stream tags each event with the protocol it came from. */
-  wrapWithProtocol: boolean;
+  style: FrameStyle;
 }
 
+const MULTIPLEXED: Route = { stream: 'multiplexed', style: 'named' };
+
 const ROUTES: Record<EventKind, readonly Route[]> = {
-  agui: [
-    { stream: 'agui', wrapWithProtocol: false },
-    { stream: 'contexts', wrapWithProtocol: true },
-  ],
-  a2a: [
-    { stream: 'a2a', wrapWithProtocol: false },
-    { stream: 'contexts', wrapWithProtocol: true },
-  ],
-  system: [{ stream: 'contexts', wrapWithProtocol: true }],
-  analytics: [{ stream: 'analytics', wrapWithProtocol: false }],
+  agui: [{ stream: 'agui', style: 'plain' }, { stream: 'contexts', style: 'protocol' }, MULTIPLEXED],
+  a2a: [{ stream: 'a2a', style: 'plain' }, { stream: 'contexts', style: 'protocol' }, MULTIPLEXED],
+  system: [{ stream: 'contexts', style: 'protocol' }, MULTIPLEXED],
+  analytics: [{ stream: 'analytics', style: 'plain' }, MULTIPLEXED],
 };
 
 const streamsMissing = (kind: EventKind): StreamKind[] =>

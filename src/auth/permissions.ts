@@ -1,4 +1,4 @@
-import { EVENT_KINDS, type EventKind, kindsForStream, type StreamKind } from '../routing';
+import { EVENT_KINDS, type EventKind } from '../routing';
 import { ROLE_ADMIN, type Principal } from './verifier';
 
 /** The role a kind's events need to be streamed: analytics are for admins. */
@@ -9,18 +9,12 @@ export function mayStreamKind(principal: Principal, kind: EventKind): boolean {
   return role === undefined || principal.roles.has(role);
 }
 
+/** The role streaming `kind` needs; undefined when any user may. */
+export function roleToStream(kind: EventKind): string | undefined {
+  return STREAM_ROLE[kind];
+}
+
 /** Every kind the principal may stream. */
 export function streamableKinds(principal: Principal): EventKind[] {
   return EVENT_KINDS.filter((kind) => mayStreamKind(principal, kind));
-}
-
-/** A stream is open to a principal who may see every kind it carries. */
-export function mayOpenStream(principal: Principal, stream: StreamKind): boolean {
-  return kindsForStream(stream).every((kind) => mayStreamKind(principal, kind));
-}
-
-/** The role a stream needs, for its refusal message; undefined when any user may open it. */
-export function roleForStream(stream: StreamKind): string | undefined {
-  for (const kind of kindsForStream(stream)) if (STREAM_ROLE[kind] !== undefined) return STREAM_ROLE[kind];
-  return undefined;
 }

@@ -124,12 +124,12 @@ export class CatchUp {
   private frameFor(subscriber: StreamSubscriber, kind: string, event: Buffer, id: EventId): Buffer | undefined {
     if (!isEventKind(kind)) return undefined;
     const route = routesFor(kind).find((candidate) => candidate.stream === subscriber.stream);
-    if (!route) return undefined;
+    if (!route || !subscriber.carries(kind)) return undefined;
     const problem = validateEvent(event, this.options.maxEventBytes);
     if (problem) {
       this.options.metrics.eventRejected(problem.reason);
       return undefined;
     }
-    return encodeEventFrame(kind, route.wrapWithProtocol, event, { id: formatEventId(id) });
+    return encodeEventFrame(kind, route.style, event, { id: formatEventId(id) });
   }
 }

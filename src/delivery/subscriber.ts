@@ -1,7 +1,7 @@
 import { comparePositions, formatEventId, type EventId } from '../history/event-id';
 import type { ResetReason } from '../history/history';
 import type { Subscriber } from '../registry';
-import type { StreamKind } from '../routing';
+import type { EventKind, StreamKind } from '../routing';
 import type { SseConnection } from '../sse/connection';
 import { encodeFrame, encodeIdOnly } from '../sse/frame';
 
@@ -52,8 +52,14 @@ export class StreamSubscriber implements Subscriber {
     readonly resumeFrom: string | undefined,
     private readonly maxHeld: number,
     private readonly onEpochChange: () => void,
+    /** The kinds a multiplexed stream asked for; undefined for the seed's streams, which carry all their route gives them. */
+    private readonly kinds?: ReadonlySet<EventKind>,
   ) {
     this.clientLastId = resumeFrom;
+  }
+
+  carries(kind: EventKind): boolean {
+    return this.kinds === undefined || this.kinds.has(kind);
   }
 
   get id(): string {

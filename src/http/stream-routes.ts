@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Authenticate } from '../auth/principal';
-import { mayOpenStream, mayStreamKind, roleForStream } from '../auth/permissions';
+import { mayStreamKind, roleToStream, streamableKinds } from '../auth/permissions';
 import type { StreamTickets } from '../auth/tickets';
 import type { Principal } from '../auth/verifier';
 import type { HubCore } from '../hub';
 import type { HubLogger } from '../log';
 import type { ConnectionRejectReason, HubMetrics } from '../metrics';
-import { kindsForStream, type StreamKind } from '../routing';
+import { type EventKind, isEventKind, kindsForStream, type StreamKind } from '../routing';
 import type { DisconnectReason, SseConnection } from '../sse/connection';
 import { authenticateRequest } from './authenticate';
 import type { CorsPolicy } from './cors';
@@ -18,6 +18,7 @@ export const STREAM_ROUTES: ReadonlyArray<{ path: string; stream: StreamKind }> 
   { path: '/api/v1/stream/a2a', stream: 'a2a' },
   { path: '/api/v1/stream/contexts', stream: 'contexts' },
   { path: '/api/v1/analytics/stream', stream: 'analytics' },
+  { path: '/api/v1/stream', stream: 'multiplexed' },
 ];
 
 const STREAM_BY_PATH: ReadonlyMap<string, StreamKind> = new Map(STREAM_ROUTES.map((r) => [r.path, r.stream]));
@@ -27,6 +28,8 @@ export interface ServeStreamOptions {
   lastEventId?: string;
   /** Aborting it closes the stream (reason `host_closed`). */
   signal?: AbortSignal;
+  /** The kinds a multiplexed stream carries; by default every kind the principal may stream. */
+  kinds?: readonly EventKind[];
 }
 
 /** An open stream, for the host that opened it. Disposing it (or `close()`) ends the stream and unregisters it. */
@@ -74,8 +77,15 @@ export function serveStream(
   };
   if (req.method !== 'GET')
     return refuse(undefined, new HttpError(405, 'streams are opened with GET', { Allow: 'GET' }));
-  if (!mayOpenStream(principal, stream)) {
-    return refuse('forbidden', new HttpError(403, `this stream requires the ${roleForStream(stream)} role`));
+  const kinds = stream === 'multiplexed' ? (options.kinds ?? streamableKinds(principal)) : kindsForStream(stream);
+  const forbidden = kinds.find((kind) => !mayStreamKind(principal, kind));
+  if (forbidden !== undefined) {
+    const role = roleToStream(forbidden);
+    const what = stream === 'multiplexed' ? `${forbidden} events` : 'this stream';
+    return refuse(
+      'forbidden',
+      new HttpError(403, `${what} require${stream === 'multiplexed' ? '' : 's'} the ${role} role`),
+    );
   }
   const opened = core.open(
     stream,
@@ -83,6 +93,7 @@ export function serveStream(
     principal.expiresAt,
     res,
     options.lastEventId ?? requestedLastEventId(req),
+    stream === 'multiplexed' ? new Set(kinds) : undefined,
   );
   if (!opened.ok) {
     if (opened.reason === 'client_gone') return undefined;
@@ -156,24 +167,36 @@ function queryParameter(req: IncomingMessage, name: string): string | undefined 
   return new URLSearchParams(url.slice(query + 1)).get(name) ?? undefined;
 }
 
+/** The `kinds` a multiplexed stream request names, checked; undefined when it names none. */
+function requestedKinds(req: IncomingMessage): EventKind[] | undefined {
+  const list = queryParameter(req, 'kinds');
+  if (list === undefined || list === '') return undefined;
+  const kinds = list.split(',').map((kind) => kind.trim());
+  const unknown = kinds.find((kind) => !isEventKind(kind));
+  if (unknown !== undefined) throw new HttpError(400, `unknown event kind ${JSON.stringify(unknown)}`);
+  return [...new Set(kinds as EventKind[])];
+}
+
 /**
- * Who a stream request speaks for: a `?ticket=` (redeemed once, and only for the kinds it was
- * issued for), else the host's authentication.
+ * Who a stream request speaks for, and the kinds it asked for: a `?ticket=` (redeemed once, and
+ * only for the kinds it was issued for), else the host's authentication.
  */
-async function streamPrincipal(
+async function streamGrant(
   deps: StreamRequestDeps,
   req: IncomingMessage,
   stream: StreamKind,
   authenticate: () => Promise<Principal>,
-): Promise<Principal> {
+): Promise<{ principal: Principal; kinds: readonly EventKind[] | undefined }> {
+  const asked = stream === 'multiplexed' ? requestedKinds(req) : undefined;
   const ticket = queryParameter(req, 'ticket');
-  if (ticket === undefined) return authenticate();
+  if (ticket === undefined) return { principal: await authenticate(), kinds: asked };
   const grant = await deps.tickets.redeem(ticket);
   if (grant === undefined) throw new HttpError(401, 'unknown, expired or already used ticket');
-  if (!kindsForStream(stream).every((kind) => grant.kinds.includes(kind) && mayStreamKind(grant.principal, kind))) {
+  const kinds = asked ?? (stream === 'multiplexed' ? grant.kinds : kindsForStream(stream));
+  if (!kinds.every((kind) => grant.kinds.includes(kind))) {
     throw new HttpError(403, 'the ticket does not cover the kinds of this stream');
   }
-  return grant.principal;
+  return { principal: grant.principal, kinds: stream === 'multiplexed' ? kinds : undefined };
 }
 
 /**
@@ -199,8 +222,8 @@ export async function handleStreamRequest(
     return writeHttpError(res, new HttpError(403, 'cross-origin stream requests with cookies need an allowed origin'));
   }
   try {
-    const principal = await streamPrincipal(deps, req, stream, authenticate);
-    serveStream(deps.core, metrics, req, res, principal, stream);
+    const { principal, kinds } = await streamGrant(deps, req, stream, authenticate);
+    serveStream(deps.core, metrics, req, res, principal, stream, { kinds });
   } catch (err) {
     if (err instanceof HttpError) {
       if (err.status === 401) metrics.connectionRejected('unauthorized');

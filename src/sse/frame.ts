@@ -1,3 +1,4 @@
+import type { FrameStyle } from '../routing';
 /**
  * SSE frame encoding (WHATWG HTML, server-sent events). Fields are written as `name:value`
  * with no space, as the reference implementation does; frames are built once per event and
@@ -83,8 +84,9 @@ export function encodeRetry(milliseconds: number): Buffer {
 }
 
 /** An event as a stream shows it: wrapped with its kind where the stream tags protocols. */
-export function encodeEventFrame(kind: string, wrap: boolean, event: Buffer, fields: FrameFields = {}): Buffer {
-  return encodeFrame(wrap ? wrapWithProtocol(kind, event) : event, fields);
+export function encodeEventFrame(kind: string, style: FrameStyle, event: Buffer, fields: FrameFields = {}): Buffer {
+  if (style === 'protocol') return encodeFrame(wrapWithProtocol(kind, event), fields);
+  return encodeFrame(event, style === 'named' ? { ...fields, event: kind } : fields);
 }
 
 const PROTOCOL_PREFIXES = new Map<string, Buffer>();

@@ -13,6 +13,7 @@ import { parseEventId, type EventId } from '../../src/history/event-id';
 import { EVENT_KINDS, routesFor, type StreamKind } from '../../src/routing';
 import { HEARTBEAT_FRAME } from '../../src/sse/frame';
 import { PUBLISH_FUNCTION, REDIS_LIBRARY } from '../../src/transport/redis-library';
+import { STREAM_ROUTES } from '../../src/http/stream-routes';
 import { parseEnvelope, parseWebhookBody } from '../../src/wire/envelope';
 import {
   CONFIG_VARIABLE_SET,
@@ -48,9 +49,7 @@ const services = compose.services as Record<string, Obj>;
 const composeEnv = services['ssehub-1']?.environment as Record<string, string>;
 const DEFAULT_PREFIX = loadConfig({}).channelPrefix;
 
-const STREAM_OF_PATH = new Map<string, StreamKind>(
-  streamPaths().map((path) => [path, (path.includes('analytics') ? 'analytics' : path.split('/').pop()) as StreamKind]),
-);
+const STREAM_OF_PATH = new Map<string, StreamKind>(STREAM_ROUTES.map((route) => [route.path, route.stream]));
 
 /** Fenced code blocks with their language. */
 function codeBlocks(markdown: string): Array<{ lang: string; code: string }> {

@@ -1,27 +1,36 @@
 import { EVENT_KINDS, isEventKind, kindsForStream, routesFor } from '../../src/routing';
 
 describe('routing', () => {
-  const streamsOf = (kind: (typeof EVENT_KINDS)[number]) => routesFor(kind).map((r) => [r.stream, r.wrapWithProtocol]);
+  const streamsOf = (kind: (typeof EVENT_KINDS)[number]) => routesFor(kind).map((r) => [r.stream, r.style]);
 
-  it('sends agui and a2a to their stream and, wrapped, to contexts', () => {
+  it('sends agui and a2a to their stream, wrapped to contexts, and named to the multiplexed stream', () => {
     expect(streamsOf('agui')).toEqual([
-      ['agui', false],
-      ['contexts', true],
+      ['agui', 'plain'],
+      ['contexts', 'protocol'],
+      ['multiplexed', 'named'],
     ]);
     expect(streamsOf('a2a')).toEqual([
-      ['a2a', false],
-      ['contexts', true],
+      ['a2a', 'plain'],
+      ['contexts', 'protocol'],
+      ['multiplexed', 'named'],
     ]);
   });
 
-  it('sends system only to contexts and analytics only to analytics', () => {
-    expect(streamsOf('system')).toEqual([['contexts', true]]);
-    expect(streamsOf('analytics')).toEqual([['analytics', false]]);
+  it('sends system only to contexts and analytics only to analytics, of the seed streams', () => {
+    expect(streamsOf('system')).toEqual([
+      ['contexts', 'protocol'],
+      ['multiplexed', 'named'],
+    ]);
+    expect(streamsOf('analytics')).toEqual([
+      ['analytics', 'plain'],
+      ['multiplexed', 'named'],
+    ]);
   });
 
   it('knows which kinds feed each stream', () => {
     expect(kindsForStream('contexts')).toEqual(['agui', 'a2a', 'system']);
     expect(kindsForStream('analytics')).toEqual(['analytics']);
+    expect(kindsForStream('multiplexed')).toEqual(EVENT_KINDS);
   });
 
   it('recognises exactly the four kinds, case-sensitively', () => {
