@@ -34,9 +34,27 @@ export interface Config {
   maxEventBytes: number;
   drainMs: number;
   historyMax: number;
+  /** Event bytes kept per user; the oldest entries go past it. */
+  historyMaxBytes: number;
   historyTtlMs: number;
   replayMax: number;
+  replay: ReplayBounds;
   jwt: JwtConfig;
+}
+
+/** How much of a replay may be read from the store and held in the hub at once. */
+export interface ReplayBounds {
+  /** Most entries one history read returns. */
+  pageEvents: number;
+  /** Event bytes one history read returns (one entry is always returned, however large). */
+  pageBytes: number;
+  /** Event bytes of replay pages read but not yet written, across this replica's streams. */
+  replicaBytes: number;
+  /** Bytes of live frames a stream holds while its replay is written; past it the stream is cut. */
+  holdMaxBytes: number;
+  /** First wait before a failed history read is retried; doubled per failure, with jitter. */
+  retryMinMs: number;
+  retryMaxMs: number;
 }
 
 export class ConfigError extends Error {
@@ -68,8 +86,15 @@ export const CONFIG_VARIABLES = [
   'SSEHUB_MAX_EVENT_BYTES',
   'SSEHUB_DRAIN_MS',
   'SSEHUB_HISTORY_MAX',
+  'SSEHUB_HISTORY_MAX_BYTES',
   'SSEHUB_HISTORY_TTL_MS',
   'SSEHUB_REPLAY_MAX',
+  'SSEHUB_REPLAY_PAGE_EVENTS',
+  'SSEHUB_REPLAY_PAGE_BYTES',
+  'SSEHUB_REPLAY_REPLICA_BYTES',
+  'SSEHUB_HOLD_MAX_BYTES',
+  'SSEHUB_HISTORY_RETRY_MIN_MS',
+  'SSEHUB_HISTORY_RETRY_MAX_MS',
   'SSEHUB_JWT_SECRET',
   'SSEHUB_JWT_PUBLIC_KEY',
   'SSEHUB_JWT_PUBLIC_KEY_FILE',
@@ -80,6 +105,7 @@ export const CONFIG_VARIABLES = [
   'SSEHUB_JWT_CLOCK_TOLERANCE_S',
 ] as const;
 
+const MIB = 1024 * 1024;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const CHANNEL_PREFIX_PATTERN = /^[A-Za-z0-9_.:{}-]{1,64}$/;
 /** Unquoted-style names only: the schema also names the NOTIFY channel and appears in SQL publishers write. */
@@ -192,6 +218,26 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   const heartbeatMs = read.integer('SSEHUB_HEARTBEAT_MS', 15_000, 100, 3_600_000);
+  const maxEventBytes = read.integer('SSEHUB_MAX_EVENT_BYTES', MIB, 64, 64 * MIB);
+  const historyMaxBytes = read.integer('SSEHUB_HISTORY_MAX_BYTES', 16 * MIB, 64, 16 * 1024 * MIB);
+  const replay: ReplayBounds = {
+    pageEvents: read.integer('SSEHUB_REPLAY_PAGE_EVENTS', 100, 1, 10_000),
+    pageBytes: read.integer('SSEHUB_REPLAY_PAGE_BYTES', 256 * 1024, 1024, 64 * MIB),
+    replicaBytes: read.integer('SSEHUB_REPLAY_REPLICA_BYTES', 64 * MIB, 1024, 16 * 1024 * MIB),
+    holdMaxBytes: read.integer('SSEHUB_HOLD_MAX_BYTES', 4 * MIB, 1024, 1024 * MIB),
+    retryMinMs: read.integer('SSEHUB_HISTORY_RETRY_MIN_MS', 500, 10, 60_000),
+    retryMaxMs: read.integer('SSEHUB_HISTORY_RETRY_MAX_MS', 30_000, 10, 3_600_000),
+  };
+  // A single event must fit everywhere an event is bounded, or it could never be kept or replayed.
+  if (historyMaxBytes < maxEventBytes) {
+    problems.push('SSEHUB_HISTORY_MAX_BYTES must be at least SSEHUB_MAX_EVENT_BYTES');
+  }
+  if (replay.replicaBytes < Math.max(replay.pageBytes, maxEventBytes)) {
+    problems.push('SSEHUB_REPLAY_REPLICA_BYTES must be at least SSEHUB_REPLAY_PAGE_BYTES and SSEHUB_MAX_EVENT_BYTES');
+  }
+  if (replay.retryMaxMs < replay.retryMinMs) {
+    problems.push('SSEHUB_HISTORY_RETRY_MAX_MS must be at least SSEHUB_HISTORY_RETRY_MIN_MS');
+  }
   const config: Config = {
     port: read.integer('PORT', 8080, 0, 65_535),
     host: read.string('HOST') ?? '0.0.0.0',
@@ -208,11 +254,13 @@ export function loadConfig(env: Env = process.env): Config {
     bufferMaxEvents: read.integer('SSEHUB_BUFFER_MAX_EVENTS', 1024, 1, 1_000_000),
     bufferMaxBytes: read.integer('SSEHUB_BUFFER_MAX_BYTES', 1024 * 1024, 1024, 1024 * 1024 * 1024),
     writeStallMs: read.integer('SSEHUB_WRITE_STALL_MS', 30_000, 100, 3_600_000),
-    maxEventBytes: read.integer('SSEHUB_MAX_EVENT_BYTES', 1024 * 1024, 64, 64 * 1024 * 1024),
+    maxEventBytes,
     drainMs: read.integer('SSEHUB_DRAIN_MS', 10_000, 0, 600_000),
     historyMax: read.integer('SSEHUB_HISTORY_MAX', 1000, 1, 1_000_000),
+    historyMaxBytes,
     historyTtlMs: read.integer('SSEHUB_HISTORY_TTL_MS', 3_600_000, 1000, 7 * 24 * 3_600_000),
     replayMax: read.integer('SSEHUB_REPLAY_MAX', 1000, 0, 100_000),
+    replay,
     jwt,
   };
   if (problems.length > 0) throw new ConfigError(problems);

@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { CatchUp } from './delivery/catch-up';
+import { ReplayBudget } from './delivery/replay-budget';
 import { StreamSubscriber } from './delivery/subscriber';
+import type { ReplayBounds } from './config';
 import { formatEventId } from './history/event-id';
 import type { HistorySource } from './history/history';
 import type { Transport } from './transport/transport';
@@ -20,6 +22,7 @@ export interface HubOptions {
   maxConnectionsPerUser: number;
   /** Most events one catch-up sends before it answers with a reset instead. */
   replayMax: number;
+  replay: ReplayBounds;
   outbound: OutboundLimits;
 }
 
@@ -29,8 +32,6 @@ export type OpenResult =
 
 /** Streams caught up at once after a subscription loss; the rest wait their turn. */
 const RECOVERY_CONCURRENCY = 32;
-/** How often streams whose history read failed are retried while the transport is up. */
-const CATCH_UP_RETRY_MS = 1000;
 /** Ids from further ahead of this replica's clock are not the store's: they would silence later events. */
 const MAX_ID_CLOCK_LEAD_MS = 60 * 60_000;
 
@@ -43,7 +44,6 @@ export class Hub {
   readonly registry: Registry<StreamSubscriber>;
   private draining = false;
   private ticker: NodeJS.Timeout | undefined;
-  private lastCatchUpRetry = 0;
   private retryingCatchUps = false;
   /** Between the transport announcing a (re)subscription and the recovery that follows it. */
   private awaitingRecovery = false;
@@ -57,10 +57,14 @@ export class Hub {
     private readonly log: Logger,
   ) {
     this.registry = new Registry(options.maxConnectionsPerUser);
+    const { replay } = options;
     this.catchUp = new CatchUp({
       history,
       replayMax: options.replayMax,
       maxEventBytes: options.maxEventBytes,
+      page: { maxEntries: replay.pageEvents, maxBytes: replay.pageBytes },
+      budget: new ReplayBudget(replay.replicaBytes),
+      retry: { minMs: replay.retryMinMs, maxMs: replay.retryMaxMs },
       metrics,
       log,
     });
@@ -144,7 +148,8 @@ export class Hub {
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
       },
     );
-    const subscriber = new StreamSubscriber(connection, stream, lastEventId, this.options.outbound.maxEvents, () =>
+    const hold = { maxEvents: this.options.outbound.maxEvents, maxBytes: this.options.replay.holdMaxBytes };
+    const subscriber = new StreamSubscriber(connection, stream, lastEventId, hold, () =>
       this.metrics.historyReset('history_lost'),
     );
     subscriber.awaitingRecovery = this.awaitingRecovery;
@@ -190,16 +195,16 @@ export class Hub {
     await Promise.all(Array.from({ length: Math.min(RECOVERY_CONCURRENCY, subscribers.length) }, worker));
   }
 
+  /** Streams whose history read failed, each once its own backoff has passed (see CatchUp). */
   private retryFailedCatchUps(now: number): void {
-    if (this.retryingCatchUps || now - this.lastCatchUpRetry < CATCH_UP_RETRY_MS || !this.history.isListening()) return;
-    const waiting = [...this.registry.all()].filter((s) => s.needsCatchUp && !s.catchingUp);
+    if (this.retryingCatchUps || !this.history.isListening()) return;
+    const waiting = [...this.registry.all()].filter((s) => this.catchUp.retryDue(s, now));
     if (waiting.length === 0) return;
     this.retryingCatchUps = true;
     this.catchUpAll(waiting, 'recover')
       .catch((err: unknown) => this.catchUpCrashed(err))
       .finally(() => {
         this.retryingCatchUps = false;
-        this.lastCatchUpRetry = Date.now();
       });
   }
 

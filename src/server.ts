@@ -28,6 +28,7 @@ function createTransport(config: Config, log: Logger, metrics: HubMetrics): Tran
       schema: config.pgSchema,
       pollMs: config.pgPollMs,
       historyTtlMs: config.historyTtlMs,
+      historyMaxBytes: config.historyMaxBytes,
       maxEventBytes: config.maxEventBytes,
       logger: log,
       metrics,
@@ -40,12 +41,17 @@ function createTransport(config: Config, log: Logger, metrics: HubMetrics): Tran
       logger: log,
       history: {
         historyMax: config.historyMax,
+        historyMaxBytes: config.historyMaxBytes,
         historyTtlMs: config.historyTtlMs,
         maxEventBytes: config.maxEventBytes,
       },
     });
   }
-  return new MemoryTransport({ maxEntries: config.historyMax, ttlMs: config.historyTtlMs });
+  return new MemoryTransport({
+    maxEntries: config.historyMax,
+    maxBytes: config.historyMaxBytes,
+    ttlMs: config.historyTtlMs,
+  });
 }
 
 /** A running hub: HTTP server, transport subscription and local registry, wired together. */
@@ -74,6 +80,7 @@ export class HubServer {
         heartbeatMs: config.heartbeatMs,
         maxConnectionsPerUser: config.maxConnectionsPerUser,
         replayMax: config.replayMax,
+        replay: config.replay,
         outbound: { maxEvents: config.bufferMaxEvents, maxBytes: config.bufferMaxBytes, stallMs: config.writeStallMs },
       },
       transport,
