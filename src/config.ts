@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { JWT_DEFAULTS } from './auth/jwt';
-import { LIMIT_NAMES, LIMIT_SPECS, type HubLimits, type LimitSpec } from './limits';
+import { LIMIT_NAMES, LIMIT_SPECS, crossLimitProblems, type HubLimits, type LimitSpec } from './limits';
 
 export type TransportKind = 'memory' | 'redis' | 'postgres';
 
@@ -205,6 +205,9 @@ export function loadConfig(env: Env = process.env): Config {
       return [name, read.integer(spec.env, spec.default, spec.min, spec.max)];
     }),
   ) as HubLimits;
+  if (problems.length === 0) {
+    problems.push(...crossLimitProblems(limits, (name) => LIMIT_SPECS[name].env));
+  }
   const config: Config = {
     ...limits,
     port: read.integer('PORT', 8080, 0, 65_535),

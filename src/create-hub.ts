@@ -6,7 +6,7 @@ import { serializeEvent } from './events/serialize';
 import { createEventValidator, type ValidationSwitches } from './events/validate';
 import { HubCore } from './hub';
 import { type ServeStreamOptions, type StreamGuard, serveStream } from './http/stream-routes';
-import { type HubLimits, resolveLimits } from './limits';
+import { type HubLimits, replayBounds, resolveLimits } from './limits';
 import { createLogger, type HubLogger } from './log';
 import { HubMetrics, type MetricsOptions } from './metrics';
 import { routesFor, type EventKind, type StreamKind, STREAM_KINDS } from './routing';
@@ -118,7 +118,12 @@ export function createHub(options: CreateHubOptions = {}): Hub {
   const limits = resolveLimits(options.limits);
   const log = options.logger ?? createLogger('info');
   const transport =
-    options.transport ?? new MemoryTransport({ maxEntries: limits.historyMax, ttlMs: limits.historyTtlMs });
+    options.transport ??
+    new MemoryTransport({
+      maxEntries: limits.historyMax,
+      maxBytes: limits.historyMaxBytes,
+      ttlMs: limits.historyTtlMs,
+    });
   let core: HubCore | undefined;
   const metrics = new HubMetrics(
     {
@@ -133,6 +138,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
       heartbeatMs: limits.heartbeatMs,
       maxConnectionsPerUser: limits.maxConnectionsPerUser,
       replayMax: limits.replayMax,
+      replay: replayBounds(limits),
       outbound: { maxEvents: limits.bufferMaxEvents, maxBytes: limits.bufferMaxBytes, stallMs: limits.writeStallMs },
     },
     transport,

@@ -1,7 +1,9 @@
 import type { ServerResponse } from 'node:http';
 import type { HubLogger } from './log';
 import { CatchUp } from './delivery/catch-up';
+import { ReplayBudget } from './delivery/replay-budget';
 import { StreamSubscriber } from './delivery/subscriber';
+import type { ReplayBounds } from './limits';
 import { formatEventId } from './history/event-id';
 import type { HistorySource } from './history/history';
 import {
@@ -24,6 +26,7 @@ export interface HubOptions {
   maxConnectionsPerUser: number;
   /** Most events one catch-up sends before it answers with a reset instead. */
   replayMax: number;
+  replay: ReplayBounds;
   outbound: OutboundLimits;
 }
 
@@ -33,8 +36,6 @@ export type OpenResult =
 
 /** Streams caught up at once after a subscription loss; the rest wait their turn. */
 const RECOVERY_CONCURRENCY = 32;
-/** How often streams whose history read failed are retried while the transport is up. */
-const CATCH_UP_RETRY_MS = 1000;
 
 /**
  * Local fan-out: takes envelopes from the transport, routes them by kind and writes one
@@ -45,7 +46,6 @@ export class HubCore {
   readonly registry: Registry<StreamSubscriber>;
   private draining = false;
   private ticker: NodeJS.Timeout | undefined;
-  private lastCatchUpRetry = 0;
   private retryingCatchUps = false;
   /** Between the transport announcing a (re)subscription and the recovery that follows it. */
   private awaitingRecovery = false;
@@ -54,6 +54,8 @@ export class HubCore {
   /** Connection ids are this replica's count of streams opened: short, and unique for its lifetime (logs only). */
   private connectionsOpened = 0;
   private readonly countHistoryLost = (): void => this.metrics.historyReset('history_lost');
+  /** What a stream may hold behind its replay; one object shared by every stream. */
+  private readonly hold: { maxEvents: number; maxBytes: number };
   /** What the transport calls back into. Never throws: a bug must not take the transport's reader down with it. */
   readonly transportHandler: TransportHandler;
 
@@ -64,10 +66,15 @@ export class HubCore {
     private readonly log: HubLogger,
   ) {
     this.registry = new Registry(options.maxConnectionsPerUser);
+    const { replay } = options;
+    this.hold = { maxEvents: options.outbound.maxEvents, maxBytes: replay.holdMaxBytes };
     this.catchUp = new CatchUp({
       history,
       replayMax: options.replayMax,
       maxEventBytes: options.maxEventBytes,
+      page: { maxEntries: replay.pageEvents, maxBytes: replay.pageBytes },
+      budget: new ReplayBudget(replay.replicaBytes),
+      retry: { minMs: replay.retryMinMs, maxMs: replay.retryMaxMs },
       metrics,
       log,
     });
@@ -159,14 +166,7 @@ export class HubCore {
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
       },
     );
-    const subscriber = new StreamSubscriber(
-      connection,
-      stream,
-      lastEventId,
-      this.options.outbound.maxEvents,
-      this.countHistoryLost,
-      kinds,
-    );
+    const subscriber = new StreamSubscriber(connection, stream, lastEventId, this.hold, this.countHistoryLost, kinds);
     subscriber.awaitingRecovery = this.awaitingRecovery;
     this.registry.add(stream, subscriber);
     connection.open();
@@ -210,16 +210,16 @@ export class HubCore {
     await Promise.all(Array.from({ length: Math.min(RECOVERY_CONCURRENCY, subscribers.length) }, worker));
   }
 
+  /** Streams whose history read failed, each once its own backoff has passed (see CatchUp). */
   private retryFailedCatchUps(now: number): void {
-    if (this.retryingCatchUps || now - this.lastCatchUpRetry < CATCH_UP_RETRY_MS || !this.history.isListening()) return;
-    const waiting = [...this.registry.all()].filter((s) => s.needsCatchUp && !s.catchingUp);
+    if (this.retryingCatchUps || !this.history.isListening()) return;
+    const waiting = [...this.registry.all()].filter((s) => this.catchUp.retryDue(s, now));
     if (waiting.length === 0) return;
     this.retryingCatchUps = true;
     this.catchUpAll(waiting, 'recover')
       .catch((err: unknown) => this.catchUpCrashed(err))
       .finally(() => {
         this.retryingCatchUps = false;
-        this.lastCatchUpRetry = Date.now();
       });
   }
 

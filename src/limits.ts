@@ -1,5 +1,7 @@
 import { HEARTBEAT_INTERVAL_MS } from './sse/frame';
 
+const MIB = 1024 * 1024;
+
 /**
  * The one statement of the hub's limits: their defaults and accepted ranges. The stand-alone
  * server reads them from the environment variables named here, the library takes them as
@@ -20,10 +22,23 @@ export const LIMIT_SPECS = {
   maxEventBytes: { env: 'SSEHUB_MAX_EVENT_BYTES', default: 1024 * 1024, min: 64, max: 64 * 1024 * 1024 },
   /** Newest events kept per user for resume. */
   historyMax: { env: 'SSEHUB_HISTORY_MAX', default: 1000, min: 1, max: 1_000_000 },
+  /** Event bytes kept per user; the oldest entries go past it. */
+  historyMaxBytes: { env: 'SSEHUB_HISTORY_MAX_BYTES', default: 16 * MIB, min: 64, max: 16 * 1024 * MIB },
   /** How long events stay in a user's history. */
   historyTtlMs: { env: 'SSEHUB_HISTORY_TTL_MS', default: 3_600_000, min: 1000, max: 7 * 24 * 3_600_000 },
   /** Most events one resume replays before it answers with a reset instead. */
   replayMax: { env: 'SSEHUB_REPLAY_MAX', default: 1000, min: 0, max: 100_000 },
+  /** Most entries one history read returns. */
+  replayPageEvents: { env: 'SSEHUB_REPLAY_PAGE_EVENTS', default: 100, min: 1, max: 10_000 },
+  /** Event bytes one history read returns (one entry is always returned, however large). */
+  replayPageBytes: { env: 'SSEHUB_REPLAY_PAGE_BYTES', default: 256 * 1024, min: 1024, max: 64 * MIB },
+  /** Event bytes of replay pages read but not yet written, across this replica's streams. */
+  replayReplicaBytes: { env: 'SSEHUB_REPLAY_REPLICA_BYTES', default: 64 * MIB, min: 1024, max: 16 * 1024 * MIB },
+  /** Bytes of live frames a stream holds while its replay is written; past it the stream is cut. */
+  holdMaxBytes: { env: 'SSEHUB_HOLD_MAX_BYTES', default: 4 * MIB, min: 1024, max: 1024 * MIB },
+  /** First wait before a failed history read is retried; doubled per failure, with jitter. */
+  historyRetryMinMs: { env: 'SSEHUB_HISTORY_RETRY_MIN_MS', default: 500, min: 10, max: 60_000 },
+  historyRetryMaxMs: { env: 'SSEHUB_HISTORY_RETRY_MAX_MS', default: 30_000, min: 10, max: 3_600_000 },
   /** How long a stream ticket may wait to be redeemed. */
   ticketTtlMs: { env: 'SSEHUB_TICKET_TTL_MS', default: 30_000, min: 1000, max: 600_000 },
 } as const satisfies Record<string, LimitSpec>;
@@ -52,6 +67,26 @@ export function checkLimit(name: LimitName, value: number, label: string = name)
   return undefined;
 }
 
+/**
+ * Rules between limits, named as `label` names them (option or variable names): a single event
+ * must fit everywhere an event is bounded, or it could never be kept or replayed.
+ */
+export function crossLimitProblems(limits: HubLimits, label: (name: LimitName) => string = (name) => name): string[] {
+  const problems: string[] = [];
+  if (limits.historyMaxBytes < limits.maxEventBytes) {
+    problems.push(`${label('historyMaxBytes')} must be at least ${label('maxEventBytes')}`);
+  }
+  if (limits.replayReplicaBytes < Math.max(limits.replayPageBytes, limits.maxEventBytes)) {
+    problems.push(
+      `${label('replayReplicaBytes')} must be at least ${label('replayPageBytes')} and ${label('maxEventBytes')}`,
+    );
+  }
+  if (limits.historyRetryMaxMs < limits.historyRetryMinMs) {
+    problems.push(`${label('historyRetryMaxMs')} must be at least ${label('historyRetryMinMs')}`);
+  }
+  return problems;
+}
+
 /** The defaults with `overrides` applied; throws a RangeError naming every limit out of range. */
 export function resolveLimits(overrides: Partial<HubLimits> = {}): HubLimits {
   const limits = { ...DEFAULT_LIMITS };
@@ -63,6 +98,32 @@ export function resolveLimits(overrides: Partial<HubLimits> = {}): HubLimits {
     if (problem) problems.push(problem);
     else limits[name] = value;
   }
+  if (problems.length === 0) problems.push(...crossLimitProblems(limits));
   if (problems.length > 0) throw new RangeError(`invalid hub limits: ${problems.join('; ')}`);
   return limits;
+}
+
+/** How much of a replay may be read from the store and held in the hub at once. */
+export interface ReplayBounds {
+  /** Most entries one history read returns. */
+  pageEvents: number;
+  /** Event bytes one history read returns (one entry is always returned, however large). */
+  pageBytes: number;
+  /** Event bytes of replay pages read but not yet written, across this replica's streams. */
+  replicaBytes: number;
+  /** Bytes of live frames a stream holds while its replay is written; past it the stream is cut. */
+  holdMaxBytes: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+}
+
+export function replayBounds(limits: HubLimits): ReplayBounds {
+  return {
+    pageEvents: limits.replayPageEvents,
+    pageBytes: limits.replayPageBytes,
+    replicaBytes: limits.replayReplicaBytes,
+    holdMaxBytes: limits.holdMaxBytes,
+    retryMinMs: limits.historyRetryMinMs,
+    retryMaxMs: limits.historyRetryMaxMs,
+  };
 }

@@ -48,6 +48,8 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   private readonly historyRecovered: Counter;
   private readonly historyResets: Counter<'reason'>;
   private readonly historyReadFailures: Counter;
+  private readonly replayPages: Counter;
+  private readonly replayBytes: Counter;
   private readonly outboxRowsRead: Counter;
   private readonly outboxWakeups: Counter<'source'>;
   private readonly outboxLag: Gauge;
@@ -144,6 +146,17 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
       registers,
     });
 
+    this.replayPages = new Counter({
+      name: `${prefix}ssehub_replay_pages_total`,
+      help: 'Pages of history read from the store for replays (each bounded by SSEHUB_REPLAY_PAGE_EVENTS and SSEHUB_REPLAY_PAGE_BYTES)',
+      registers,
+    });
+    this.replayBytes = new Counter({
+      name: `${prefix}ssehub_replay_bytes_total`,
+      help: 'Event bytes of history read from the store for replays',
+      registers,
+    });
+
     this.outboxRowsRead = new Counter({
       name: `${prefix}ssehub_outbox_rows_read_total`,
       help: 'Rows this replica read from the Postgres outbox (bad rows included)',
@@ -213,6 +226,11 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
 
   historyReadFailed(): void {
     this.historyReadFailures.inc();
+  }
+
+  replayPageRead(bytes: number): void {
+    this.replayPages.inc();
+    this.replayBytes.inc(bytes);
   }
 
   rowsRead(rows: number): void {

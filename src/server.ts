@@ -33,6 +33,7 @@ function createTransport(config: Config, log: HubLogger): Transport | undefined 
       schema: config.pgSchema,
       pollMs: config.pgPollMs,
       historyTtlMs: config.historyTtlMs,
+      historyMaxBytes: config.historyMaxBytes,
       maxEventBytes: config.maxEventBytes,
       logger: log,
     });
@@ -48,6 +49,7 @@ function createTransport(config: Config, log: HubLogger): Transport | undefined 
       logger: log,
       history: {
         historyMax: config.historyMax,
+        historyMaxBytes: config.historyMaxBytes,
         historyTtlMs: config.historyTtlMs,
         maxEventBytes: config.maxEventBytes,
       },

@@ -27,6 +27,12 @@ interface HeldFrame {
   frame: Buffer;
 }
 
+/** What a stream may hold behind a replay before it is cut (the client then resumes). */
+export interface HoldLimits {
+  maxEvents: number;
+  maxBytes: number;
+}
+
 /**
  * One client stream with its position in the user's history. Live frames are held while a
  * replay is written, then released; any frame at or before the cursor is a duplicate of one
@@ -41,7 +47,14 @@ export class StreamSubscriber implements Subscriber {
   catchUpAgain = false;
   /** Set while the transport resubscribes: a catch-up that ends then must keep holding for the recovery. */
   awaitingRecovery = false;
+  /** History reads that failed in a row; each retry waits longer (see CatchUp). */
+  readFailures = 0;
+  /** Epoch milliseconds before which a failed catch-up is not retried. */
+  retryNotBefore = 0;
+  /** A read given up on that the store may still be running: this stream reads nothing else until it ends. */
+  abandonedRead: Promise<void> | undefined;
   private held: HeldFrame[] | null = null;
+  private heldBytes = 0;
   /** What the client's EventSource holds as its last event id: as it sent it, or as last written. */
   private clientLastId: EventId | string | undefined;
 
@@ -50,7 +63,7 @@ export class StreamSubscriber implements Subscriber {
     readonly stream: StreamKind,
     /** The Last-Event-ID the client came with. */
     readonly resumeFrom: string | undefined,
-    private readonly maxHeld: number,
+    private readonly holdLimits: HoldLimits,
     private readonly onEpochChange: () => void,
     /** The kinds a multiplexed stream asked for; undefined for the seed's streams, which carry all their route gives them. */
     private readonly kinds?: ReadonlySet<EventKind>,
@@ -77,12 +90,15 @@ export class StreamSubscriber implements Subscriber {
   /** Live delivery; frames arriving during a replay wait for it. */
   deliver(id: EventId | undefined, frame: Buffer): boolean {
     if (this.held === null) return this.write(id, frame);
-    if (this.held.length >= this.maxHeld) {
+    const { maxEvents, maxBytes } = this.holdLimits;
+    // One frame is always admitted, as by the connection's own buffer, so one large event alone does not cut.
+    if (this.held.length >= maxEvents || (this.held.length > 0 && this.heldBytes + frame.length > maxBytes)) {
       // Cut rather than grow without bound; the client resumes from its last id.
       this.connection.close('slow_consumer');
       return false;
     }
     this.held.push({ id, frame });
+    this.heldBytes += frame.length;
     return true;
   }
 
@@ -107,10 +123,14 @@ export class StreamSubscriber implements Subscriber {
         }
         await this.connection.whenWritable();
         const { id, frame } = batch[i] as HeldFrame;
+        this.heldBytes -= frame.length;
         this.write(id, frame);
       }
     }
-    if (!stop()) this.held = null;
+    if (!stop()) {
+      this.held = null;
+      this.heldBytes = 0;
+    }
   }
 
   /** Writes a replayed frame, dropping it if already delivered. */

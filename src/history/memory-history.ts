@@ -1,16 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import { comparePositions, type EventId } from './event-id';
-import { planReplay, type HistoryEntry, type HistoryRead } from './history';
+import { fitsPage, planReplay, type HistoryEntry, type HistoryQuery, type HistoryRead } from './history';
 
 export interface HistoryLimits {
   /** Entries kept per user. */
   maxEntries: number;
+  /** Event bytes kept per user (the newest entry is kept whatever its size). */
+  maxBytes: number;
   /** Entries older than this are dropped, and so is a user idle for as long. */
   ttlMs: number;
 }
 
 interface UserHistory {
   entries: HistoryEntry[];
+  /** Event bytes of `entries`. */
+  bytes: number;
   last: EventId;
 }
 
@@ -30,40 +34,48 @@ export class MemoryHistory {
       ? { epoch: this.epoch, ms: Math.max(now, user.last.ms), seq: user.last.seq + 1 }
       : { epoch: this.epoch, ms: now, seq: 1 };
     if (!user) {
-      user = { entries: [], last: id };
+      user = { entries: [], bytes: 0, last: id };
       this.users.set(userId, user);
     }
     user.last = id;
     user.entries.push({ id, kind, event });
+    user.bytes += event.length;
     this.trim(user, now);
     return id;
   }
 
-  read(userId: string, after: EventId | undefined, limit: number, now = Date.now()): HistoryRead {
+  read(userId: string, after: EventId | undefined, query: HistoryQuery, now = Date.now()): HistoryRead {
     const user = this.retained(userId, now);
     if (user) this.trim(user, now);
     const entries = user?.entries ?? [];
-    let start = entries.length;
+    const page: HistoryEntry[] = [];
     if (after !== undefined) {
-      // Entries are in id order: binary search for the first one at or after the requested id.
+      // Entries are in id order: binary search for the first one after the requested id.
       let low = 0;
+      let start = entries.length;
       while (low < start) {
         const mid = (low + start) >>> 1;
-        if (comparePositions((entries[mid] as HistoryEntry).id, after) < 0) low = mid + 1;
+        if (comparePositions((entries[mid] as HistoryEntry).id, after) <= 0) low = mid + 1;
         else start = mid;
+      }
+      let bytes = 0;
+      for (let i = start; i < entries.length; i++) {
+        const entry = entries[i] as HistoryEntry;
+        if (!fitsPage(query, page.length, bytes, entry.event.length)) break;
+        page.push(entry);
+        bytes += entry.event.length;
       }
     }
     return planReplay(
       after,
-      {
-        epoch: this.epoch,
-        last: user?.last,
-        first: entries[0]?.id,
-        fromRequested: entries.slice(start, start + limit + 2),
-        ttlMs: this.limits.ttlMs,
-      },
-      limit,
+      { epoch: this.epoch, last: user?.last, first: entries[0]?.id, page, ttlMs: this.limits.ttlMs },
+      query.replayMax,
     );
+  }
+
+  /** Event bytes retained for a user (what the byte budget bounds). */
+  retainedBytes(userId: string): number {
+    return this.users.get(userId)?.bytes ?? 0;
   }
 
   /** Drops users whose newest event is past retention; called periodically. */
@@ -81,10 +93,20 @@ export class MemoryHistory {
     return user;
   }
 
+  /** Drops the oldest entries past the count, the byte budget or retention; never the newest. */
   private trim(user: UserHistory, now: number): void {
     const entries = user.entries;
-    let drop = Math.max(0, entries.length - this.limits.maxEntries);
-    while (drop < entries.length && now - (entries[drop] as HistoryEntry).id.ms >= this.limits.ttlMs) drop++;
+    let drop = 0;
+    while (drop < entries.length - 1) {
+      const oldest = entries[drop] as HistoryEntry;
+      const over =
+        entries.length - drop > this.limits.maxEntries ||
+        user.bytes > this.limits.maxBytes ||
+        now - oldest.id.ms >= this.limits.ttlMs;
+      if (!over) break;
+      user.bytes -= oldest.event.length;
+      drop++;
+    }
     if (drop > 0) entries.splice(0, drop);
   }
 }

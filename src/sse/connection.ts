@@ -161,6 +161,15 @@ export class SseConnection implements Flushable {
   }
 
   /**
+   * Writes the frames accepted this turn now and resolves once the socket has room again (or
+   * the stream is closed): a replay reads its next page only then.
+   */
+  whenDrained(): Promise<void> {
+    this.flushPending();
+    return this.whenWritable();
+  }
+
+  /**
    * Called periodically by the hub: heartbeats for idle streams, stall and expiry checks.
    * Returns true when it sent a heartbeat (the stream is idle).
    */

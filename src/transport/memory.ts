@@ -1,5 +1,5 @@
 import { formatEventId, type EventId } from '../history/event-id';
-import type { HistoryRead } from '../history/history';
+import type { HistoryQuery, HistoryRead } from '../history/history';
 import { MemoryHistory, type HistoryLimits } from '../history/memory-history';
 import type { EventKind } from '../routing';
 import { TransportUnavailableError, type Published, type Transport, type TransportHandler } from './transport';
@@ -33,8 +33,8 @@ export class MemoryTransport implements Transport {
     return { id: formatEventId(id), receivers: 1 };
   }
 
-  async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
-    return this.history.read(userId, after, limit);
+  async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
+    return this.history.read(userId, after, query);
   }
 
   isListening(): boolean {

@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import type { EventId } from '../history/event-id';
-import type { HistoryEntry, HistoryRead } from '../history/history';
+import type { HistoryEntry, HistoryQuery, HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
 import { quoteIdent } from './postgres-schema';
 import { EventRejectedError, PublishOutcomeUnknownError, TransportUnavailableError, type Published } from './transport';
@@ -67,6 +67,7 @@ export class Outbox {
   private readonly publishSql: string;
   private readonly historySql: string;
   private readonly pruneSql: string;
+  private readonly trimSql: string;
 
   constructor(
     private readonly pool: Pool,
@@ -74,19 +75,57 @@ export class Outbox {
   ) {
     const s = quoteIdent(schema);
     this.publishSql = `SELECT ${s}.publish($1, $2, $3) AS id`;
-    // One statement, one snapshot: the horizon, retention mark and rows agree with each other.
-    // Only rows of transactions older than every running one are read, as the live reader does.
+    // One statement, one snapshot: the horizon, retention marks, count and page agree with each
+    // other. Only rows of transactions older than every running one are read, as the live reader
+    // does. The count stops at the replay cap and reads only the index; the page stops at its
+    // entry and byte bounds, and only its rows' events leave the server.
     this.historySql = `
       SELECT h.epoch, h.horizon::text AS horizon, h.pruned_tx::text AS pruned_tx, h.pruned_id::text AS pruned_id,
-             r.tx::text AS tx, r.id::text AS id, r.kind, r.event
+             t.tx::text AS trimmed_tx, t.id::text AS trimmed_id,
+             (SELECT count(*) FROM (
+                SELECT 1 FROM ${s}.outbox c
+                WHERE c.user_id = $1 AND (c.tx, c.id) > ($2::xid8, $3::bigint) AND c.tx < h.horizon LIMIT $6) n
+             )::int AS following,
+             r.tx::text AS tx, r.id::text AS id, r.kind, r.event, r.fetched::int AS fetched
       FROM (SELECT m.epoch, m.pruned_tx, m.pruned_id, pg_snapshot_xmin(pg_current_snapshot()) AS horizon
             FROM ${s}.meta m) h
+      LEFT JOIN ${s}.trims t ON t.user_id = $1
       LEFT JOIN LATERAL (
-        SELECT o.tx, o.id, o.kind, o.event FROM ${s}.outbox o
-        WHERE o.user_id = $1 AND (o.tx, o.id) > ($2::xid8, $3::bigint) AND o.tx < h.horizon
-        ORDER BY o.tx, o.id LIMIT $4
+        SELECT w.tx, w.id, w.kind, w.event, w.fetched FROM (
+          SELECT o.tx, o.id, o.kind, o.event, count(*) OVER () AS fetched,
+                 row_number() OVER (ORDER BY o.tx, o.id) AS n,
+                 sum(octet_length(o.event)) OVER (ORDER BY o.tx, o.id) AS upto
+          FROM (SELECT o.tx, o.id, o.kind, o.event FROM ${s}.outbox o
+                WHERE o.user_id = $1 AND (o.tx, o.id) > ($2::xid8, $3::bigint) AND o.tx < h.horizon
+                ORDER BY o.tx, o.id LIMIT $4 + 1) o
+        ) w WHERE w.n <= $4 AND (w.n = 1 OR w.upto <= $5)
       ) r ON true
       ORDER BY r.tx, r.id`;
+    // Trims users who published since `$2` back to the byte budget, oldest rows first, and marks
+    // each user's newest deleted row: a resume from before the mark is told it was trimmed.
+    // Rows younger than the grace are left, so live readers have read them (a reader that has
+    // not is told by the mark, see the reader). One replica trims at a time; the others skip.
+    this.trimSql = `
+      WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext($1)) AS got),
+      candidates AS (SELECT DISTINCT o.user_id FROM ${s}.outbox o, lock WHERE lock.got AND o.created_at >= $2::timestamptz),
+      ranked AS (
+        SELECT o.tx, o.id, o.user_id, o.created_at,
+               sum(octet_length(o.event)) OVER (PARTITION BY o.user_id ORDER BY o.tx DESC, o.id DESC) AS newer
+        FROM ${s}.outbox o JOIN candidates c ON c.user_id = o.user_id),
+      doomed AS (
+        SELECT r.tx, r.id FROM ranked r
+        WHERE r.newer > $3 AND r.tx < pg_snapshot_xmin(pg_current_snapshot())
+          AND r.created_at < clock_timestamp() - make_interval(secs => $4::float8 / 1000)),
+      deleted AS (
+        DELETE FROM ${s}.outbox o USING doomed d WHERE o.tx = d.tx AND o.id = d.id
+        RETURNING o.user_id, o.tx, o.id),
+      newest AS (SELECT DISTINCT ON (user_id) user_id, tx, id FROM deleted ORDER BY user_id, tx DESC, id DESC),
+      marked AS (
+        INSERT INTO ${s}.trims AS t (user_id, tx, id) SELECT user_id, tx, id FROM newest
+        ON CONFLICT (user_id) DO UPDATE SET tx = excluded.tx, id = excluded.id
+        WHERE (excluded.tx, excluded.id) > (t.tx, t.id)
+        RETURNING 1)
+      SELECT (SELECT count(*) FROM deleted)::int AS deleted`;
     // Deletes one batch of expired rows and raises the retention mark to the newest row deleted,
     // so "after the mark" means "nothing missing". Rows of unfinished transactions are left for
     // the readers. One replica prunes at a time; the others skip.
@@ -138,29 +177,51 @@ export class Outbox {
    * Replays from the outbox table. The head is the horizon below which every transaction has
    * finished: no row can appear behind it later, so it is a safe cursor for any stream.
    */
-  async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
+  async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
     // The epoch is checked below, once it is known; until then read no rows.
     const from = after === undefined ? { tx: '0', id: '0' } : positionOf(after);
+    const reading = after !== undefined;
     const result = await this.pool.query<{
       epoch: string;
       horizon: string;
       pruned_tx: string;
       pruned_id: string;
+      trimmed_tx: string | null;
+      trimmed_id: string | null;
+      following: number;
       tx: string | null;
       id: string | null;
       kind: string | null;
       event: string | null;
-    }>(this.historySql, [userId, from.tx, from.id, after === undefined ? 0 : limit + 1]);
+      fetched: number | null;
+    }>(this.historySql, [
+      userId,
+      from.tx,
+      from.id,
+      reading ? query.maxEntries : 0,
+      query.maxBytes,
+      reading && query.replayMax !== undefined ? query.replayMax + 1 : 0,
+    ]);
     const first = result.rows[0];
     if (!first) throw new Error(`postgres: ${this.schema}.meta is empty`);
     const epoch = first.epoch;
     const head = eventIdAt(epoch, first.horizon, '0');
     if (!head) throw new Error(`postgres: transaction horizon ${first.horizon} is beyond the id range`);
-    if (after === undefined) return { ok: true, head, entries: [] };
+    if (after === undefined) return { ok: true, head, entries: [], more: false };
     if (after.epoch !== epoch) return { ok: false, reason: 'history_lost', head };
     if (comparePosition(from, { tx: first.horizon, id: '0' }) > 0) return { ok: false, reason: 'unknown_id', head };
-    if (comparePosition(from, { tx: first.pruned_tx, id: first.pruned_id }) < 0) {
+    const trimmedTo =
+      first.trimmed_tx === null || first.trimmed_id === null
+        ? undefined
+        : { tx: first.trimmed_tx, id: first.trimmed_id };
+    if (
+      comparePosition(from, { tx: first.pruned_tx, id: first.pruned_id }) < 0 ||
+      (trimmedTo !== undefined && comparePosition(from, trimmedTo) < 0)
+    ) {
       return { ok: false, reason: 'trimmed', head };
+    }
+    if (query.replayMax !== undefined && first.following > query.replayMax) {
+      return { ok: false, reason: 'replay_limit', head };
     }
     const entries: HistoryEntry[] = [];
     for (const row of result.rows) {
@@ -169,8 +230,21 @@ export class Outbox {
       if (!id) continue;
       entries.push({ id, kind: row.kind, event: Buffer.from(row.event, 'utf8') });
     }
-    if (entries.length > limit) return { ok: false, reason: 'replay_limit', head };
-    return { ok: true, head, entries };
+    return { ok: true, head, entries, more: (first.fetched ?? 0) > entries.length };
+  }
+
+  /**
+   * Deletes the oldest rows of users past `maxBytes` who published since `since`, leaving rows
+   * younger than `graceMs`; resolves with how many went.
+   */
+  async trimToBudget(maxBytes: number, since: Date, graceMs: number): Promise<number> {
+    const result = await this.pool.query<{ deleted: number }>(this.trimSql, [
+      `ssehub:trim:${this.schema}`,
+      since.toISOString(),
+      maxBytes,
+      graceMs,
+    ]);
+    return result.rows[0]?.deleted ?? 0;
   }
 
   /** Deletes expired rows in batches; resolves with how many went. */

@@ -47,6 +47,8 @@ interface ReadRow {
   pruned_tx: string;
   pruned_id: string;
   blocked_age: number | null;
+  trimmed_tx: string | null;
+  trimmed_id: string | null;
   tx: string | null;
   id: string | null;
   kind: string | null;
@@ -72,6 +74,8 @@ export class OutboxReader {
   private closing = false;
   private prepared = false;
   private position: OutboxPosition | undefined;
+  /** The newest per-user trim mark ahead of the position that was already handled as a gap. */
+  private trimSeen: OutboxPosition = { tx: '0', id: '0' };
   private epoch: string | undefined;
   private reading = false;
   private readAgain = false;
@@ -96,6 +100,10 @@ export class OutboxReader {
         WHERE (o.tx, o.id) > ($1::xid8, $2::bigint) AND o.tx >= h.horizon ORDER BY o.tx, o.id LIMIT 1)
       SELECT h.epoch, h.horizon::text AS horizon, h.pruned_tx::text AS pruned_tx, h.pruned_id::text AS pruned_id,
              (SELECT age FROM blocked) AS blocked_age,
+             (SELECT t.tx::text FROM ${s}.trims t WHERE (t.tx, t.id) > ($1::xid8, $2::bigint)
+                AND (t.tx, t.id) > ($4::xid8, $5::bigint) ORDER BY t.tx DESC, t.id DESC LIMIT 1) AS trimmed_tx,
+             (SELECT t.id::text FROM ${s}.trims t WHERE (t.tx, t.id) > ($1::xid8, $2::bigint)
+                AND (t.tx, t.id) > ($4::xid8, $5::bigint) ORDER BY t.tx DESC, t.id DESC LIMIT 1) AS trimmed_id,
              r.tx::text AS tx, r.id::text AS id, r.kind, r.user_id, r.event, r.age
       FROM h LEFT JOIN LATERAL (
         SELECT o.tx, o.id, o.kind, o.user_id, o.event,
@@ -228,7 +236,13 @@ export class OutboxReader {
   }
 
   private async readBatch(client: Client, from: OutboxPosition): Promise<void> {
-    const result = await client.query<ReadRow>(this.readSql, [from.tx, from.id, BATCH_ROWS]);
+    const result = await client.query<ReadRow>(this.readSql, [
+      from.tx,
+      from.id,
+      BATCH_ROWS,
+      this.trimSeen.tx,
+      this.trimSeen.id,
+    ]);
     const head = result.rows[0];
     if (!head) throw new Error(`${this.options.schema}.meta is empty`);
     if (head.epoch !== this.epoch) {
@@ -245,6 +259,17 @@ export class OutboxReader {
       );
       this.options.events.gap(() => {
         this.position = pruned;
+      });
+      this.readAgain = true;
+      return;
+    }
+    if (head.trimmed_tx !== null && head.trimmed_id !== null) {
+      // A user's rows were trimmed to the byte budget before this replica read them: their open
+      // streams catch up from history, which tells them what is gone.
+      this.log.warn({ position: from }, 'outbox rows were trimmed before this replica read them');
+      const trimmed = { tx: head.trimmed_tx, id: head.trimmed_id };
+      this.options.events.gap(() => {
+        this.trimSeen = trimmed;
       });
       this.readAgain = true;
       return;

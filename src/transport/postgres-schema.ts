@@ -4,7 +4,7 @@ import { EVENT_KINDS } from '../routing';
 import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../wire/envelope';
 
 /** Bumped whenever the objects below change; replicas only ever migrate forward. */
-export const OUTBOX_SCHEMA_VERSION = 1;
+export const OUTBOX_SCHEMA_VERSION = 2;
 
 /**
  * For the hub's own sessions. The outbox queries are small index scans, but on a young table
@@ -56,6 +56,13 @@ function objects(schema: string, serverVersion: number): string[] {
     `CREATE INDEX IF NOT EXISTS outbox_user_position ON ${s}.outbox (user_id, tx, id)`,
     // Rows arrive in time order, so a BRIN index finds old ones for pruning at almost no insert cost.
     `CREATE INDEX IF NOT EXISTS outbox_created_at ON ${s}.outbox USING brin (created_at)`,
+    // Per user, the newest row deleted to keep the user within the history byte budget.
+    `CREATE TABLE IF NOT EXISTS ${s}.trims (
+      user_id text PRIMARY KEY,
+      tx xid8 NOT NULL,
+      id bigint NOT NULL
+    )`,
+    `CREATE INDEX IF NOT EXISTS trims_position ON ${s}.trims (tx, id)`,
     `CREATE OR REPLACE FUNCTION ${s}.publish(kind text, user_id text, event text) RETURNS text
     LANGUAGE plpgsql VOLATILE AS $fn$
     #variable_conflict use_variable

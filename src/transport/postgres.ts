@@ -1,7 +1,7 @@
 import { Pool } from 'pg';
 import type { HubLogger } from '../log';
 import type { EventId } from '../history/event-id';
-import type { HistoryRead } from '../history/history';
+import type { HistoryQuery, HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
 import { Outbox } from './postgres-outbox';
 import { OutboxReader } from './postgres-reader';
@@ -17,6 +17,8 @@ export interface PostgresTransportOptions {
   pollMs: number;
   /** Rows older than this are pruned; Last-Event-ID resume reaches back this far. */
   historyTtlMs: number;
+  /** Event bytes kept per user; older rows past it are trimmed. */
+  historyMaxBytes: number;
   maxEventBytes: number;
   logger: HubLogger;
 }
@@ -25,6 +27,13 @@ export interface PostgresTransportOptions {
 const CONNECT_TIMEOUT_MS = 3000;
 const PUBLISH_TIMEOUT_MS = 5000;
 const MAX_PRUNE_INTERVAL_MS = 60_000;
+/**
+ * Users past the byte budget are trimmed this often, so one overshoots it by at most what they
+ * publish in this time plus the grace.
+ */
+const BUDGET_TRIM_INTERVAL_MS = 5000;
+/** Rows this young are left to the live readers, who read within milliseconds. */
+const BUDGET_TRIM_GRACE_MS = 5000;
 
 /**
  * Transactional outbox on Postgres: an event is published if and only if the transaction that
@@ -38,6 +47,7 @@ export class PostgresTransport implements Transport {
   private readonly log: HubLogger;
   private reader: OutboxReader | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
+  private trimTimer: NodeJS.Timeout | undefined;
   private closing = false;
 
   constructor(private readonly options: PostgresTransportOptions) {
@@ -92,8 +102,8 @@ export class PostgresTransport implements Transport {
     return this.outbox.publish(kind, userId, event);
   }
 
-  readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
-    return this.outbox.readHistory(userId, after, limit);
+  readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
+    return this.outbox.readHistory(userId, after, query);
   }
 
   isListening(): boolean {
@@ -107,6 +117,7 @@ export class PostgresTransport implements Transport {
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.pruneTimer);
+    clearInterval(this.trimTimer);
     await this.reader?.close();
     await this.pool.end().catch(() => undefined);
   }
@@ -123,5 +134,24 @@ export class PostgresTransport implements Transport {
         .catch((err: Error) => this.log.warn({ err: err.message }, 'pruning the outbox failed'));
     }, interval);
     this.pruneTimer.unref();
+    // Users who published since the last trim (and the grace before it) are the only candidates.
+    let since = new Date(Date.now() - this.options.historyTtlMs);
+    let trimming = false;
+    this.trimTimer = setInterval(() => {
+      if (trimming) return;
+      trimming = true;
+      const startedAt = new Date(Date.now() - BUDGET_TRIM_GRACE_MS - BUDGET_TRIM_INTERVAL_MS);
+      this.outbox
+        .trimToBudget(this.options.historyMaxBytes, since, BUDGET_TRIM_GRACE_MS)
+        .then((deleted) => {
+          since = startedAt;
+          if (deleted > 0) this.log.debug({ deleted }, 'trimmed outbox rows past the history byte budget');
+        })
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'trimming the outbox to the byte budget failed'))
+        .finally(() => {
+          trimming = false;
+        });
+    }, BUDGET_TRIM_INTERVAL_MS);
+    this.trimTimer.unref();
   }
 }

@@ -1,23 +1,26 @@
 import type { Redis, RedisOptions } from 'ioredis';
 import { parseEventId, type EventId } from '../history/event-id';
-import { planReplay, type HistoryEntry, type HistoryRead } from '../history/history';
+import { planReplay, type HistoryEntry, type HistoryQuery, type HistoryRead } from '../history/history';
 import {
   HISTORY_FUNCTION,
   PUBLISH_COUNTED_FUNCTION,
   REDIS_LIBRARY,
   DEFAULT_HISTORY_MAX,
+  DEFAULT_HISTORY_MAX_BYTES,
   DEFAULT_HISTORY_TTL_MS,
 } from './redis-library';
 import { EventRejectedError, PublishOutcomeUnknownError, TransportUnavailableError, type Published } from './transport';
 
 export interface HistorySettings {
   historyMax: number;
+  historyMaxBytes: number;
   historyTtlMs: number;
   maxEventBytes: number;
 }
 
 export const DEFAULT_HISTORY_SETTINGS: HistorySettings = {
   historyMax: DEFAULT_HISTORY_MAX,
+  historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
   historyTtlMs: DEFAULT_HISTORY_TTL_MS,
   maxEventBytes: 1024 * 1024,
 };
@@ -80,6 +83,7 @@ export class RedisEvents {
     if (this.settings) {
       await this.redis.hset(`${this.prefix}:config`, {
         history_max: this.settings.historyMax,
+        history_max_bytes: this.settings.historyMaxBytes,
         history_ttl_ms: this.settings.historyTtlMs,
         max_event_bytes: this.settings.maxEventBytes,
       });
@@ -91,15 +95,15 @@ export class RedisEvents {
     return { id: text(reply[0]), receivers: Number(reply[1]) };
   }
 
-  async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
+  async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
     const from = after === undefined ? '' : `${after.ms}-${after.seq}`;
-    const count = after === undefined ? 0 : limit + 2;
-    const reply = (await this.fcall(HISTORY_FUNCTION, [userId, from, String(count), this.prefix])) as Reply[];
+    const args = [userId, from, String(query.maxEntries), String(query.maxBytes), this.prefix];
+    const reply = (await this.fcall(HISTORY_FUNCTION, args)) as Reply[];
     const epoch = text(reply[0]);
     // It goes into every id this replica writes; anything else in that key was not put there by ssehub.
     if (!EPOCH_PATTERN.test(epoch))
       throw new TransportUnavailableError(`redis: ${this.prefix}:epoch holds an invalid value`);
-    const fromRequested: HistoryEntry[] = [];
+    const page: HistoryEntry[] = [];
     for (const raw of (reply[3] as Reply[] | null) ?? []) {
       const [streamId, fields] = raw as [Buffer, Reply[]];
       const id = streamPosition(epoch, streamId.toString('utf8'));
@@ -111,7 +115,7 @@ export class RedisEvents {
         if (name === 'k') kind = text(fields[i + 1]);
         else if (name === 'e') event = fields[i + 1] as Buffer;
       }
-      fromRequested.push({ id, kind, event });
+      page.push({ id, kind, event });
     }
     return planReplay(
       after,
@@ -119,10 +123,10 @@ export class RedisEvents {
         epoch,
         last: streamPosition(epoch, text(reply[1])),
         first: streamPosition(epoch, text(reply[2])),
-        fromRequested,
+        page,
         ttlMs: Number(text(reply[4])) || DEFAULT_HISTORY_TTL_MS,
       },
-      limit,
+      query.replayMax,
     );
   }
 

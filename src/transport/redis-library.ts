@@ -5,27 +5,30 @@
  *   FCALL ssehub_publish 0 <kind> <user_id> <event-json> [<prefix>]
  *
  * It assigns the user's next id, appends the event to the user's capped history stream and
- * PUBLISHes the envelope with the id, all or nothing, and returns the id. Retention comes from
- * the `<prefix>:config` hash the replicas write, so publishers need not know it.
+ * PUBLISHes the envelope with the id, all or nothing, and returns the id. Retention (a count,
+ * a byte budget and a time to live per user) comes from the `<prefix>:config` hash the replicas
+ * write, so publishers need not know it.
  *
  * Keys (prefix defaults to "ssehub"):
  *   <prefix>:epoch      this history's incarnation; recreated (new value) if Redis loses its data
- *   <prefix>:config     history_max, history_ttl_ms, max_event_bytes
+ *   <prefix>:config     history_max, history_max_bytes, history_ttl_ms, max_event_bytes
  *   <prefix>:h:<user>   stream of entries (fields k = kind, e = event), ids <ms>-<seq>
  *   <prefix>:n:<user>   the user's last id, <ms>-<seq>
+ *   <prefix>:b:<user>   event bytes retained in the user's stream
  */
 import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../wire/envelope';
 
 export const LIBRARY_NAME = 'ssehub';
 export const PUBLISH_FUNCTION = 'ssehub_publish';
 export const PUBLISH_COUNTED_FUNCTION = 'ssehub_publish_counted';
-export const HISTORY_FUNCTION = 'ssehub_history';
+export const HISTORY_FUNCTION = 'ssehub_history_page';
 
 export const DEFAULT_HISTORY_MAX = 1000;
+export const DEFAULT_HISTORY_MAX_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_HISTORY_TTL_MS = 3_600_000;
 
 export const REDIS_LIBRARY = `#!lua name=${LIBRARY_NAME}
--- ssehub history library, version 4
+-- ssehub history library, version 5
 local KINDS = { agui = true, a2a = true, system = true, analytics = true }
 local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
 
@@ -140,10 +143,20 @@ local function setting(value, default, min, max)
 end
 
 local function settings(prefix)
-  local cfg = redis.call('HMGET', prefix .. ':config', 'history_max', 'history_ttl_ms', 'max_event_bytes')
+  local cfg = redis.call('HMGET', prefix .. ':config', 'history_max', 'history_ttl_ms', 'max_event_bytes', 'history_max_bytes')
   return setting(cfg[1], ${DEFAULT_HISTORY_MAX}, 1, 10000000),
     setting(cfg[2], ${DEFAULT_HISTORY_TTL_MS}, 1000, 31536000000),
-    setting(cfg[3], 1048576, 64, 1073741824)
+    setting(cfg[3], 1048576, 64, 1073741824),
+    setting(cfg[4], ${DEFAULT_HISTORY_MAX_BYTES}, 64, 1099511627776)
+end
+
+-- The event bytes of a stream entry (XRANGE shape: { id, { 'k', kind, 'e', event } }).
+local function entry_bytes(entry)
+  local fields = entry[2]
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'e' then return #fields[i + 1] end
+  end
+  return 0
 end
 
 local function split_id(text)
@@ -160,8 +173,8 @@ local function publish(args)
   if not user_units or user_units == 0 or user_units > ${MAX_USER_ID_LENGTH} then
     return redis.error_reply('ERR ssehub: user_id must be 1 to ${MAX_USER_ID_LENGTH} characters of valid UTF-8, without NUL')
   end
-  local max, ttl, max_bytes = settings(prefix)
-  if not (max and ttl and max_bytes) then
+  local max, ttl, max_bytes, budget = settings(prefix)
+  if not (max and ttl and max_bytes and budget) then
     return redis.error_reply('ERR ssehub: ' .. prefix .. ':config holds an invalid setting')
   end
   if event == nil or #event > max_bytes then
@@ -183,6 +196,7 @@ local function publish(args)
 
   local history_key = prefix .. ':h:' .. user
   local last_key = prefix .. ':n:' .. user
+  local bytes_key = prefix .. ':b:' .. user
   local now = now_ms()
   local ms, seq = now, 1
   local last = redis.call('GET', last_key)
@@ -197,12 +211,30 @@ local function publish(args)
   local epoch = epoch_of(prefix)
   if not last then
     -- A history without its counter cannot be continued consistently: start over.
-    redis.call('DEL', history_key)
+    redis.call('DEL', history_key, bytes_key)
   end
   local stream_id = string.format('%.0f-%.0f', ms, seq)
-  redis.call('XADD', history_key, 'MAXLEN', max, stream_id, 'k', kind, 'e', event)
-  redis.call('XTRIM', history_key, 'MINID', string.format('%.0f', now - ttl))
+  redis.call('XADD', history_key, stream_id, 'k', kind, 'e', event)
+  -- A stream written by an older library has no byte count: its older entries count as empty.
+  local bytes = redis.call('INCRBY', bytes_key, #event)
+  local len = redis.call('XLEN', history_key)
+  -- The oldest entries go once past the count, the byte budget or retention; never the newest.
+  -- Each is read once more to learn its size, about what publishing it cost.
+  local evicted, cursor = 0, '-'
+  while len - evicted > 1 do
+    local oldest = redis.call('XRANGE', history_key, cursor, '+', 'COUNT', 1)[1]
+    local oldest_ms = split_id(oldest[1])
+    if len - evicted <= max and bytes <= budget and oldest_ms >= now - ttl then break end
+    bytes = bytes - entry_bytes(oldest)
+    evicted = evicted + 1
+    cursor = '(' .. oldest[1]
+  end
+  if evicted > 0 then
+    redis.call('XTRIM', history_key, 'MAXLEN', len - evicted)
+    redis.call('SET', bytes_key, math.max(bytes, 0))
+  end
   redis.call('PEXPIRE', history_key, ttl)
+  redis.call('PEXPIRE', bytes_key, ttl)
   redis.call('SET', last_key, stream_id, 'PX', ttl)
 
   local id = epoch .. ':' .. stream_id
@@ -222,9 +254,11 @@ redis.register_function(
 
 redis.register_function('${PUBLISH_COUNTED_FUNCTION}', function(keys, args) return publish(args) end)
 
+-- Replicas of library version 4 read whole replays with this; it stays, unchanged, so they keep
+-- working while a rolling upgrade (or another deployment on this Redis) still runs them.
 -- args: user, from ('' for none, else <ms>-<seq>), count, prefix
 -- returns: { epoch, last id or '', first id or '', entries from 'from' on (XRANGE shape), ttl ms }
-redis.register_function('${HISTORY_FUNCTION}', function(keys, args)
+redis.register_function('ssehub_history', function(keys, args)
   local user, from, count, prefix = args[1], args[2], tonumber(args[3]), prefix_of(args[4])
   local epoch = epoch_of(prefix)
   local history_key = prefix .. ':h:' .. user
@@ -238,5 +272,39 @@ redis.register_function('${HISTORY_FUNCTION}', function(keys, args)
   end
   local _, ttl = settings(prefix)
   return { epoch, last, first, entries, ttl or ${DEFAULT_HISTORY_TTL_MS} }
+end)
+
+-- args: user, from ('' for none, else <ms>-<seq>), max entries, max bytes, prefix
+-- returns: { epoch, last id or '', first id or '', page, ttl ms }. The page holds the entries
+-- after 'from' (XRANGE shape), at most max entries, stopping before their event bytes pass max
+-- bytes (the first is returned however large); read one at a time, so no call copies more.
+-- The first id is only looked up when the page does not start right after 'from'.
+redis.register_function('${HISTORY_FUNCTION}', function(keys, args)
+  local user, from, max_entries, max_bytes, prefix = args[1], args[2], tonumber(args[3]), tonumber(args[4]), prefix_of(args[5])
+  local epoch = epoch_of(prefix)
+  local history_key = prefix .. ':h:' .. user
+  local last = redis.call('GET', prefix .. ':n:' .. user) or ''
+  local first = ''
+  local page = {}
+  if from ~= '' and max_entries > 0 then
+    local cursor, bytes = '(' .. from, 0
+    while #page < max_entries do
+      local entry = redis.call('XRANGE', history_key, cursor, '+', 'COUNT', 1)[1]
+      if not entry then break end
+      local size = entry_bytes(entry)
+      if #page > 0 and bytes + size > max_bytes then break end
+      page[#page + 1] = entry
+      bytes = bytes + size
+      cursor = '(' .. entry[1]
+    end
+    local _, from_seq = split_id(from)
+    local next_seq = page[1] and select(2, split_id(page[1][1]))
+    if next_seq ~= from_seq + 1 then
+      local oldest = redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)
+      if #oldest > 0 then first = oldest[1][1] end
+    end
+  end
+  local _, ttl = settings(prefix)
+  return { epoch, last, first, page, ttl or ${DEFAULT_HISTORY_TTL_MS} }
 end)
 `;

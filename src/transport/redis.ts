@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { NOOP_LOGGER, type HubLogger } from '../log';
 import type { EventId } from '../history/event-id';
-import type { HistoryRead } from '../history/history';
+import { HistoryReadAbandonedError, type HistoryQuery, type HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
 import {
   DEFAULT_HISTORY_SETTINGS,
@@ -26,8 +26,8 @@ export interface RedisTransportOptions {
 
 /** How long a history read waits for its connection to come back before failing. */
 const READ_WAIT_MS = 2000;
-/** A replay of a thousand large events takes a while; a black-holed connection still fails in time. */
-const HISTORY_READ_TIMEOUT_MS = 30_000;
+/** A page is bounded in entries and bytes: a read unanswered this long means a stuck connection or Redis. */
+const HISTORY_READ_TIMEOUT_MS = 10_000;
 
 const DEFAULT_CHANNEL_PREFIX = 'ssehub';
 
@@ -91,7 +91,8 @@ export class RedisTransport implements Transport {
     this.historyReader = new Redis(options.url, {
       connectionName: 'ssehub-history',
       ...PUBLISHER_CONNECTION_OPTIONS,
-      commandTimeout: HISTORY_READ_TIMEOUT_MS,
+      // Reads time out in readHistory, which can tell when Redis is done with one it gave up on.
+      commandTimeout: undefined,
       retryStrategy: reconnectDelay,
       lazyConnect: true,
     });
@@ -133,8 +134,12 @@ export class RedisTransport implements Transport {
     const interval = this.options.livenessIntervalMs ?? 5000;
     this.livenessTimer = setInterval(() => {
       void this.probe(interval);
-      void this.probeCommandConnection(this.publisher, 'publisher');
-      void this.probeCommandConnection(this.historyReader, 'history reader');
+      void this.probeCommandConnection(
+        this.publisher,
+        'publisher',
+        PUBLISHER_CONNECTION_OPTIONS.commandTimeout ?? interval,
+      );
+      void this.probeCommandConnection(this.historyReader, 'history reader', HISTORY_READ_TIMEOUT_MS);
     }, interval);
     this.livenessTimer.unref();
   }
@@ -143,10 +148,28 @@ export class RedisTransport implements Transport {
     return this.events.publish(kind, userId, event);
   }
 
-  async readHistory(userId: string, after: EventId | undefined, limit: number): Promise<HistoryRead> {
+  async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
     // After an outage the subscriber may be back before the connection history is read through.
     await this.historyReaderReady(READ_WAIT_MS);
-    return this.history.readHistory(userId, after, limit);
+    const call = this.history.readHistory(userId, after, query);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // Redis still runs a command whose answer nobody waits for; the caller learns when it is done.
+        const settled = call.then(
+          () => undefined,
+          () => undefined,
+        );
+        reject(
+          new HistoryReadAbandonedError(`redis: history read timed out after ${HISTORY_READ_TIMEOUT_MS} ms`, settled),
+        );
+      }, HISTORY_READ_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([call, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private historyReaderReady(timeoutMs: number): Promise<void> {
@@ -217,15 +240,22 @@ export class RedisTransport implements Transport {
    * Commands on a half-open connection time out (commandTimeout) but the socket would stay; a
    * failed PING replaces it, so publishing and replays recover as soon as Redis answers again.
    */
-  private async probeCommandConnection(connection: Redis, role: string): Promise<void> {
+  private async probeCommandConnection(connection: Redis, role: string, timeoutMs: number): Promise<void> {
     if (this.closing || connection.status !== 'ready') return;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timeout')), timeoutMs);
+    });
     try {
-      await connection.ping();
+      await Promise.race([connection.ping(), timedOut]);
     } catch {
+      // Dropping the connection also fails the commands still waiting on it, reads given up on included.
       if (!this.closing && connection.status === 'ready') {
         this.log.warn({ role }, 'redis connection did not answer PING; reconnecting');
         connection.disconnect(true);
       }
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -39,3 +39,16 @@ export function recordingLogger(): {
   };
   return { lines, logger };
 }
+
+/** A handler for a transport started on its own, whose deliveries the test does not look at. */
+export function ignoringHandler(): import('../../src/transport/transport').TransportHandler {
+  const ignore = (): void => undefined;
+  return {
+    event: ignore,
+    rejected: ignore,
+    subscribing: ignore,
+    subscribed: ignore,
+    metrics: { rowsRead: ignore, wokeUp: ignore, lag: ignore, reconnected: ignore },
+    log: recordingLogger().logger,
+  };
+}

@@ -70,6 +70,35 @@ describe('configuration', () => {
     expect(problems({ SSEHUB_PG_POLL_MS: '10' })).toEqual([expect.stringContaining('SSEHUB_PG_POLL_MS')]);
   });
 
+  it('bounds history, replays and publishing by default, and checks the bounds against each other', () => {
+    expect(loadConfig({})).toMatchObject({
+      historyMaxBytes: 16 * 1024 * 1024,
+      replayPageEvents: 100,
+      replayPageBytes: 256 * 1024,
+      replayReplicaBytes: 64 * 1024 * 1024,
+      holdMaxBytes: 4 * 1024 * 1024,
+      historyRetryMinMs: 500,
+      historyRetryMaxMs: 30_000,
+    });
+    expect(problems({ SSEHUB_REPLAY_PAGE_EVENTS: '0', SSEHUB_HOLD_MAX_BYTES: '10' })).toEqual([
+      expect.stringContaining('SSEHUB_REPLAY_PAGE_EVENTS must be between'),
+      expect.stringContaining('SSEHUB_HOLD_MAX_BYTES must be between'),
+    ]);
+    expect(
+      problems({
+        SSEHUB_MAX_EVENT_BYTES: '2097152',
+        SSEHUB_HISTORY_MAX_BYTES: '1048576',
+        SSEHUB_REPLAY_REPLICA_BYTES: '1048576',
+        SSEHUB_HISTORY_RETRY_MIN_MS: '2000',
+        SSEHUB_HISTORY_RETRY_MAX_MS: '1000',
+      }),
+    ).toEqual([
+      expect.stringContaining('SSEHUB_HISTORY_MAX_BYTES must be at least SSEHUB_MAX_EVENT_BYTES'),
+      expect.stringContaining('SSEHUB_REPLAY_REPLICA_BYTES must be at least'),
+      expect.stringContaining('SSEHUB_HISTORY_RETRY_MAX_MS must be at least'),
+    ]);
+  });
+
   it('unescapes PEM keys given on one line', () => {
     const config = loadConfig({ SSEHUB_JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----' });
     expect(config.jwt.publicKeyPem).toBe('-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----');

@@ -1,5 +1,5 @@
 import { comparePositions, formatEventId, parseEventId, type EventId } from '../../src/history/event-id';
-import { planReplay, type HistoryEntry, type StoredHistory } from '../../src/history/history';
+import { planReplay, type HistoryEntry, type HistoryQuery, type StoredHistory } from '../../src/history/history';
 import { MemoryHistory } from '../../src/history/memory-history';
 
 const id = (ms: number, seq: number, epoch = 'e1'): EventId => ({ epoch, ms, seq });
@@ -9,19 +9,27 @@ const entry = (ms: number, seq: number, kind = 'agui'): HistoryEntry => ({
   event: Buffer.from(`{"seq":${seq}}`),
 });
 
-/** A user's history holding seqs first..last (ms = 1000 + seq). */
-function stored(first: number, last: number, from?: EventId, limit = 100): StoredHistory {
+/** A user's history holding seqs first..last (ms = 1000 + seq), with a page of `pageSize` after `from`. */
+function stored(first: number, last: number, from?: EventId, pageSize = 100): StoredHistory {
   const all = [];
   for (let seq = first; seq <= last; seq++) all.push(entry(1000 + seq, seq));
-  const fromRequested = from ? all.filter((e) => comparePositions(e.id, from) >= 0).slice(0, limit + 2) : [];
+  const page = from ? all.filter((e) => comparePositions(e.id, from) > 0).slice(0, pageSize) : [];
   return {
     epoch: 'e1',
     last: last > 0 ? id(1000 + last, last) : undefined,
     first: all[0]?.id,
-    fromRequested,
+    page,
     ttlMs: 3_600_000,
   };
 }
+
+/** Every bound wide open but the one a test looks at. */
+const query = (bounds: Partial<HistoryQuery> = {}): HistoryQuery => ({
+  maxEntries: 100,
+  maxBytes: 1 << 20,
+  replayMax: 100,
+  ...bounds,
+});
 
 describe('event ids', () => {
   it('round-trips and refuses anything else', () => {
@@ -52,14 +60,22 @@ describe('event ids', () => {
 
 describe('planReplay', () => {
   it('without a requested id reports only the head (or the origin for a new user)', () => {
-    expect(planReplay(undefined, stored(1, 3), 10)).toEqual({ ok: true, head: id(1003, 3), entries: [] });
-    expect(planReplay(undefined, stored(1, 0), 10)).toEqual({ ok: true, head: id(0, 0), entries: [] });
+    expect(planReplay(undefined, stored(1, 3), 10)).toEqual({ ok: true, head: id(1003, 3), entries: [], more: false });
+    expect(planReplay(undefined, stored(1, 0), 10)).toEqual({ ok: true, head: id(0, 0), entries: [], more: false });
   });
 
-  it('replays everything after the requested id, proven by the requested entry itself', () => {
+  it('replays everything after the requested id, proven by the entry that follows it', () => {
     const from = id(1002, 2);
     const read = planReplay(from, stored(1, 5, from), 10);
     expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([3, 4, 5]);
+    expect(read).toMatchObject({ more: false });
+  });
+
+  it('says more follows when the page ends before the head', () => {
+    const from = id(1002, 2);
+    const read = planReplay(from, stored(1, 9, from, 3), 10);
+    expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([3, 4, 5]);
+    expect(read).toMatchObject({ more: true, head: id(1009, 9) });
   });
 
   it('replays when the requested entry was trimmed but its successor is retained', () => {
@@ -72,7 +88,7 @@ describe('planReplay', () => {
     // The client saw seq 2 long ago; the user's counter expired and a new sequence reached seq 3.
     const from = id(1002, 2);
     const restarted = { ...stored(3, 5, from), ttlMs: 1000 };
-    restarted.fromRequested = [entry(5000, 3), entry(5001, 4)];
+    restarted.page = [entry(5000, 3), entry(5001, 4)];
     expect(planReplay(from, restarted, 10)).toMatchObject({ ok: false, reason: 'trimmed' });
   });
 
@@ -85,7 +101,7 @@ describe('planReplay', () => {
     const from = id(0, 0);
     const read = planReplay(from, stored(1, 2, from), 10);
     expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([1, 2]);
-    expect(planReplay(from, stored(1, 0, from), 10)).toEqual({ ok: true, head: id(0, 0), entries: [] });
+    expect(planReplay(from, stored(1, 0, from), 10)).toEqual({ ok: true, head: id(0, 0), entries: [], more: false });
   });
 
   it('is empty at the head and resets past it', () => {
@@ -93,6 +109,7 @@ describe('planReplay', () => {
       ok: true,
       head: id(1003, 3),
       entries: [],
+      more: false,
     });
     expect(planReplay(id(9999, 1), stored(1, 3, id(9999, 1)), 10)).toMatchObject({ ok: false, reason: 'unknown_id' });
   });
@@ -109,16 +126,18 @@ describe('planReplay', () => {
     expect(planReplay(foreign, stored(1, 5, foreign), 10)).toMatchObject({ ok: false, reason: 'unknown_id' });
   });
 
-  it('resets instead of replaying more than the cap', () => {
+  it('resets instead of replaying more than the cap, counting events past the page too', () => {
     const from = id(1001, 1);
-    expect(planReplay(from, stored(1, 5, from, 3), 3)).toMatchObject({ ok: false, reason: 'replay_limit' });
-    const read = planReplay(from, stored(1, 4, from, 3), 3);
-    expect(read.ok && read.entries).toHaveLength(3);
+    expect(planReplay(from, stored(1, 5, from, 2), 3)).toMatchObject({ ok: false, reason: 'replay_limit' });
+    const read = planReplay(from, stored(1, 4, from, 2), 3);
+    expect(read.ok && read.entries).toHaveLength(2);
+    // Later pages continue a replay already admitted.
+    expect(planReplay(from, stored(1, 5, from, 2))).toMatchObject({ ok: true, more: true });
   });
 });
 
 describe('MemoryHistory', () => {
-  const limits = { maxEntries: 3, ttlMs: 10_000 };
+  const limits = { maxEntries: 3, maxBytes: 1 << 20, ttlMs: 10_000 };
 
   it("numbers each user's events from 1 and keeps ids increasing when the clock steps back", () => {
     const history = new MemoryHistory(limits);
@@ -132,9 +151,34 @@ describe('MemoryHistory', () => {
   it('caps entries per user and turns a resume past them into a reset', () => {
     const history = new MemoryHistory(limits);
     const ids = [1, 2, 3, 4, 5].map((n) => history.append('u', 'agui', Buffer.from(`{"n":${n}}`), 1000 + n));
-    const fromThird = history.read('u', ids[2], 10, 1010);
+    const fromThird = history.read('u', ids[2], query(), 1010);
     expect(fromThird.ok && fromThird.entries.map((e) => e.event.toString())).toEqual(['{"n":4}', '{"n":5}']);
-    expect(history.read('u', ids[0], 10, 1010)).toMatchObject({ ok: false, reason: 'trimmed' });
+    expect(history.read('u', ids[0], query(), 1010)).toMatchObject({ ok: false, reason: 'trimmed' });
+  });
+
+  it('keeps at most the byte budget per user, oldest out first, but always the newest event', () => {
+    const history = new MemoryHistory({ maxEntries: 100, maxBytes: 25, ttlMs: 10_000 });
+    const tenBytes = (n: number) => Buffer.from(`{"n":"${n}"}`.padEnd(10, ' '));
+    const ids = [1, 2, 3, 4].map((n) => history.append('u', 'agui', tenBytes(n), 1000 + n));
+    expect(history.retainedBytes('u')).toBe(20);
+    expect(history.read('u', ids[0], query(), 1010)).toMatchObject({ ok: false, reason: 'trimmed' });
+    const kept = history.read('u', ids[1], query(), 1010);
+    expect(kept.ok && kept.entries.map((e) => e.id.seq)).toEqual([3, 4]);
+    history.append('u', 'agui', Buffer.from(`{"big":"${'x'.repeat(40)}"}`), 1010);
+    expect(history.read('u', ids[3], query(), 1011)).toMatchObject({ ok: true, entries: [{ id: { seq: 5 } }] });
+    expect(history.retainedBytes('u')).toBe(50);
+  });
+
+  it('reads a page within its entry and byte bounds, the first entry however large', () => {
+    const history = new MemoryHistory({ maxEntries: 100, maxBytes: 1 << 20, ttlMs: 10_000 });
+    const ids = [10, 10, 30, 10].map((size, i) => history.append('u', 'agui', Buffer.alloc(size, 0x20), 1000 + i));
+    const origin = { epoch: history.epoch, ms: 0, seq: 0 };
+    const seqs = (read: ReturnType<MemoryHistory['read']>) => (read.ok ? read.entries.map((e) => e.id.seq) : read);
+    expect(seqs(history.read('u', origin, query({ maxEntries: 3 }), 1010))).toEqual([1, 2, 3]);
+    expect(seqs(history.read('u', origin, query({ maxBytes: 25 }), 1010))).toEqual([1, 2]);
+    expect(seqs(history.read('u', ids[1], query({ maxBytes: 25 }), 1010))).toEqual([3]);
+    expect(history.read('u', ids[1], query({ maxBytes: 25 }), 1010)).toMatchObject({ more: true });
+    expect(history.read('u', ids[2], query({ maxBytes: 25 }), 1010)).toMatchObject({ more: false });
   });
 
   it('drops entries past their time to live', () => {
@@ -142,14 +186,14 @@ describe('MemoryHistory', () => {
     const first = history.append('u', 'agui', Buffer.from('{}'), 1000);
     history.append('u', 'agui', Buffer.from('{}'), 8000);
     history.append('u', 'agui', Buffer.from('{}'), 12_000);
-    const read = history.read('u', first, 10, 12_500);
+    const read = history.read('u', first, query(), 12_500);
     expect(read.ok && read.entries.map((e) => e.id.seq)).toEqual([2, 3]);
     history.sweep(30_000);
-    expect(history.read('u', undefined, 10, 30_000)).toMatchObject({ ok: true, head: { ms: 0, seq: 0 } });
+    expect(history.read('u', undefined, query(), 30_000)).toMatchObject({ ok: true, head: { ms: 0, seq: 0 } });
   });
 
   it('has its own epoch: ids of another process are lost history', () => {
     const before = new MemoryHistory(limits).append('u', 'agui', Buffer.from('{}'));
-    expect(new MemoryHistory(limits).read('u', before, 10)).toMatchObject({ ok: false, reason: 'history_lost' });
+    expect(new MemoryHistory(limits).read('u', before, query())).toMatchObject({ ok: false, reason: 'history_lost' });
   });
 });

@@ -1,0 +1,269 @@
+import { ignoringHandler } from '../helpers/embedded-hub';
+import { Redis } from 'ioredis';
+import { Pool } from 'pg';
+import { parseEventId, type EventId } from '../../src/history/event-id';
+import type { HistoryQuery, HistoryRead } from '../../src/history/history';
+import { MemoryTransport } from '../../src/transport/memory';
+import { Outbox } from '../../src/transport/postgres-outbox';
+import { migrateOutbox } from '../../src/transport/postgres-schema';
+import { RedisEvents } from '../../src/transport/redis-events';
+import { metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
+import { OwnRedis } from '../helpers/redis-server';
+import { SHARED_DATABASE_URL, dropSchema, uniqueSchema } from '../helpers/postgres-server';
+import { openStream, type SseStream } from '../helpers/sse-client';
+import { mintToken } from '../helpers/tokens';
+import { until, uid } from '../helpers/wait';
+
+/**
+ * The bounds that keep one user from occupying the store or a replica: a per-user history byte
+ * budget and paged history reads on every store; paged, bounded replays in a running hub while
+ * other users publish.
+ * Redis is a private server: the function library is global to a Redis, and other checkouts'
+ * hubs on the shared one may load another version of it at any time.
+ */
+
+let redisServer: OwnRedis;
+beforeAll(async () => {
+  redisServer = await OwnRedis.start();
+});
+afterAll(async () => {
+  await redisServer?.destroy();
+});
+
+const EVENT_BYTES = 1000;
+/** An event of exactly EVENT_BYTES bytes. */
+const event = (n: number): Buffer => {
+  const head = `{"n":${n},"pad":"`;
+  return Buffer.from(`${head}${'x'.repeat(EVENT_BYTES - head.length - 2)}"}`);
+};
+
+const wide: HistoryQuery = { maxEntries: 100, maxBytes: 1 << 20 };
+const seqsOf = (read: HistoryRead): number[] | string =>
+  read.ok ? read.entries.map((e) => JSON.parse(e.event.toString()).n as number) : read.reason;
+
+/** One store as the hub sees it: publishing with history, and reading it back page by page. */
+interface StoreUnderTest {
+  publish(user: string, body: Buffer): Promise<EventId>;
+  read(user: string, after: EventId, query: HistoryQuery): Promise<HistoryRead>;
+  /** Where trimming to the budget runs apart from publishing (Postgres), runs it now. */
+  trim(): Promise<void>;
+  /** Event bytes the store counts against the user's budget, where it keeps a count. */
+  countedBytes(user: string): Promise<number | undefined>;
+  close(): Promise<void>;
+}
+
+const BUDGET = 8 * EVENT_BYTES;
+
+function idOf(text: string): EventId {
+  const id = parseEventId(text);
+  if (!id) throw new Error(`not an event id: ${text}`);
+  return id;
+}
+
+async function memoryStore(): Promise<StoreUnderTest> {
+  const transport = new MemoryTransport({ maxEntries: 1000, maxBytes: BUDGET, ttlMs: 3_600_000 });
+  await transport.start(ignoringHandler());
+  return {
+    publish: async (user, body) => idOf((await transport.publish('agui', user, body)).id),
+    read: (user, after, query) => transport.readHistory(user, after, query),
+    trim: async () => undefined,
+    countedBytes: async () => undefined,
+    close: () => transport.close(),
+  };
+}
+
+async function redisStore(): Promise<StoreUnderTest> {
+  const prefix = uniquePrefix();
+  const redis = new Redis(redisServer.url);
+  const events = new RedisEvents(redis, prefix, {
+    historyMax: 1000,
+    historyMaxBytes: BUDGET,
+    historyTtlMs: 3_600_000,
+    maxEventBytes: 4096,
+  });
+  await events.prepare();
+  return {
+    publish: async (user, body) => idOf((await events.publish('agui', user, body)).id),
+    read: (user, after, query) => events.readHistory(user, after, query),
+    trim: async () => undefined,
+    countedBytes: async (user) => Number(await redis.get(`${prefix}:b:${user}`)),
+    close: async () => redis.disconnect(),
+  };
+}
+
+async function postgresStore(): Promise<StoreUnderTest> {
+  const schema = uniqueSchema();
+  const pool = new Pool({ connectionString: SHARED_DATABASE_URL, max: 2 });
+  await migrateOutbox(pool, schema, { maxEventBytes: 4096 });
+  const outbox = new Outbox(pool, schema);
+  return {
+    publish: async (user, body) => idOf((await outbox.publish('agui', user, body)).id),
+    read: (user, after, query) => outbox.readHistory(user, after, query),
+    // Every row is old enough here (no grace); rows of transactions still open anywhere wait.
+    trim: async () => {
+      await outbox.trimToBudget(BUDGET, new Date(0), 0);
+    },
+    countedBytes: async () => undefined,
+    close: async () => {
+      await pool.end();
+      await dropSchema(SHARED_DATABASE_URL, schema);
+    },
+  };
+}
+
+describe.each([
+  ['memory', memoryStore],
+  ['redis', redisStore],
+  ['postgres', postgresStore],
+])('%s history', (_name, createStore) => {
+  let store: StoreUnderTest;
+  beforeAll(async () => {
+    store = await createStore();
+  });
+  afterAll(async () => {
+    await store?.close();
+  });
+
+  it('keeps at most the byte budget per user, oldest out first; a resume from a trimmed id gets trimmed', async () => {
+    const user = uid('budget');
+    const other = uid('other');
+    const ids: EventId[] = [];
+    for (let n = 1; n <= 12; n++) ids.push(await store.publish(user, event(n)));
+    const untouched = await store.publish(other, event(1));
+    // 12 events of 1000 bytes against an 8000-byte budget: events 1 to 4 are gone.
+    await until(
+      async () => {
+        await store.trim();
+        return !(await store.read(user, ids[0] as EventId, wide)).ok;
+      },
+      15_000,
+      'the oldest events to be trimmed',
+    );
+    expect(await store.read(user, ids[0] as EventId, wide)).toMatchObject({ ok: false, reason: 'trimmed' });
+    expect(await store.read(user, ids[2] as EventId, wide)).toMatchObject({ ok: false, reason: 'trimmed' });
+    // Event 4 is gone but its successor is kept, so nothing after it is missing.
+    expect(seqsOf(await store.read(user, ids[3] as EventId, wide))).toEqual([5, 6, 7, 8, 9, 10, 11, 12]);
+    const counted = await store.countedBytes(user);
+    if (counted !== undefined) expect(counted).toBe(BUDGET);
+    // Another user's history is their own budget.
+    expect(seqsOf(await store.read(other, { ...untouched, ms: 0, seq: 0 }, wide))).toEqual([1]);
+  });
+
+  it('reads history in pages bounded by entries and bytes, and counts the whole replay against the cap', async () => {
+    const user = uid('pages');
+    const ids: EventId[] = [];
+    for (let n = 1; n <= 7; n++) ids.push(await store.publish(user, event(n)));
+    const from = ids[0] as EventId;
+    const bounds = { maxEntries: 100, maxBytes: Math.floor(2.5 * EVENT_BYTES) };
+    const pages: number[][] = [];
+    let after = from;
+    for (;;) {
+      const read = await store.read(user, after, pages.length === 0 ? { ...bounds, replayMax: 6 } : bounds);
+      if (!read.ok) throw new Error(`page ${pages.length + 1} was a reset: ${read.reason}`);
+      const bytes = read.entries.reduce((sum, e) => sum + e.event.length, 0);
+      expect(bytes).toBeLessThanOrEqual(bounds.maxBytes);
+      pages.push(read.entries.map((e) => JSON.parse(e.event.toString()).n as number));
+      const newest = read.entries[read.entries.length - 1];
+      if (!read.more || newest === undefined) break;
+      after = newest.id;
+    }
+    expect(pages).toEqual([
+      [2, 3],
+      [4, 5],
+      [6, 7],
+    ]);
+    expect(seqsOf(await store.read(user, from, { maxEntries: 4, maxBytes: 1 << 20 }))).toEqual([2, 3, 4, 5]);
+    // A page always holds one event, however small its byte bound.
+    expect(seqsOf(await store.read(user, from, { maxEntries: 100, maxBytes: 10 }))).toEqual([2]);
+    // Six events follow `from`: a cap of five resets however small the first page is.
+    expect(await store.read(user, from, { maxEntries: 1, maxBytes: 10, replayMax: 5 })).toMatchObject({
+      ok: false,
+      reason: 'replay_limit',
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const PAGE_BYTES = 256 * 1024;
+const BIG_EVENT_BYTES = 64 * 1024;
+
+async function status(hub: HubProcess, token: string, kind: string, body: string): Promise<number> {
+  const res = await fetch(`${hub.url}/api/v1/webhook/${kind}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body,
+    signal: AbortSignal.timeout(10_000),
+  });
+  await res.body?.cancel();
+  return res.status;
+}
+
+describe('a resume of a maximal history on a hub (Redis)', () => {
+  const prefix = uniquePrefix();
+  let hub: HubProcess;
+  let redis: Redis;
+
+  beforeAll(async () => {
+    hub = await startReadyHub({
+      REDIS_URL: redisServer.url,
+      SSEHUB_CHANNEL_PREFIX: prefix,
+      SSEHUB_MAX_EVENT_BYTES: String(BIG_EVENT_BYTES),
+      SSEHUB_HISTORY_MAX_BYTES: String(4 * 1024 * 1024),
+      SSEHUB_REPLAY_PAGE_BYTES: String(PAGE_BYTES),
+      SSEHUB_REPLAY_REPLICA_BYTES: String(2 * PAGE_BYTES),
+    });
+    redis = new Redis(redisServer.url);
+  }, 30_000);
+
+  afterAll(async () => {
+    await hub?.stop();
+    redis?.disconnect();
+  });
+
+  it('is trimmed to the byte budget, replayed in bounded pages, and leaves other users publishing', async () => {
+    const heavy = uid('heavy');
+    const pad = 'x'.repeat(BIG_EVENT_BYTES - 100);
+    const ids: string[] = [];
+    for (let n = 1; n <= 80; n++) {
+      const body = JSON.stringify({ n, pad });
+      ids.push(String(await redis.call('FCALL', 'ssehub_publish', '0', 'agui', heavy, body, prefix)));
+    }
+    const eventBytes = Buffer.byteLength(JSON.stringify({ n: 10, pad }));
+    // 4 MiB of budget holds the newest 64 events of 80 (each just under 64 KiB).
+    expect(await redis.xlen(`${prefix}:h:${heavy}`)).toBe(64);
+    expect(Number(await redis.get(`${prefix}:b:${heavy}`))).toBeLessThanOrEqual(4 * 1024 * 1024);
+    const pagesBefore = await metricValue(hub, 'ssehub_replay_pages_total');
+    const bytesBefore = await metricValue(hub, 'ssehub_replay_bytes_total');
+
+    // Four tabs resume from just before the oldest retained event: 4 MiB of replay each.
+    const token = await mintToken(heavy);
+    const from = ids[15] as string;
+    const tabs: SseStream[] = await Promise.all(
+      [1, 2, 3, 4].map(() => openStream(hub.url, '/api/v1/stream/agui', { token, headers: { 'Last-Event-ID': from } })),
+    );
+    // Meanwhile another user publishes: every webhook is taken.
+    const bystander = uid('bystander');
+    const bystanderToken = await mintToken(bystander);
+    const answers: number[] = [];
+    const replayed = Promise.all(tabs.map((tab) => tab.waitForEvents(64, 60_000)));
+    let done = false;
+    void replayed.finally(() => (done = true));
+    for (let n = 0; n < 10 || !done; n++) {
+      answers.push(await status(hub, bystanderToken, 'agui', JSON.stringify({ user_id: bystander, n })));
+    }
+    await replayed;
+
+    for (const tab of tabs) {
+      expect(tab.events().map((e) => JSON.parse(e.data).n)).toEqual(Array.from({ length: 64 }, (_, i) => i + 17));
+      expect(tab.events().some((e) => e.event === 'reset')).toBe(false);
+      tab.close();
+    }
+    expect(answers.every((code) => code === 202)).toBe(true);
+    // Each store call returned at most one page: 4 MiB each in pages of 256 KiB (four events).
+    const pages = (await metricValue(hub, 'ssehub_replay_pages_total')) - pagesBefore;
+    const bytes = (await metricValue(hub, 'ssehub_replay_bytes_total')) - bytesBefore;
+    expect(bytes).toBe(4 * 64 * eventBytes);
+    expect(pages).toBe(4 * 16);
+  });
+});
