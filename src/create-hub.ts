@@ -4,7 +4,7 @@ import type { Principal } from './auth/verifier';
 import type { EventInput } from './events/types';
 import { serializeEvent } from './events/serialize';
 import { createEventValidator, type ValidationSwitches } from './events/validate';
-import { HubCore } from './hub';
+import { HubCore } from './hub/core';
 import { type ServeStreamOptions, type StreamGuard, serveStream } from './http/stream-routes';
 import { type HubLimits, replayBounds, resolveLimits } from './limits';
 import { createLogger, type HubLogger } from './log';
@@ -167,7 +167,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
   const broadcaster = <K extends EventKind>(kind: K): Broadcaster<K> => ({
     kind,
     publish: (userId, event) => publish(kind, userId, event),
-    connectionCount: (userId) => hubCore.localConnections(kind, userId),
+    connectionCount: (userId) => hubCore.dispatcher.localConnections(kind, userId),
     totalConnections: () => streamsOf(kind).reduce((sum, stream) => sum + hubCore.registry.count(stream), 0),
   });
 
@@ -183,7 +183,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
       if (state !== 'new') return;
       state = 'starting';
       await transport.start(hubCore.transportHandler);
-      hubCore.start();
+      hubCore.streams.start();
       state = 'started';
     },
     publish,
@@ -197,15 +197,15 @@ export function createHub(options: CreateHubOptions = {}): Hub {
       serveStream(hubCore, metrics, req, res, principal, stream, streamOptions),
     readiness() {
       if (state !== 'started') return { ready: false, reason: 'not_started' };
-      if (hubCore.isDraining) return { ready: false, reason: 'draining' };
+      if (hubCore.streams.isDraining) return { ready: false, reason: 'draining' };
       if (!transport.isListening()) return { ready: false, reason: 'transport_not_listening' };
       return { ready: true };
     },
-    drain: (drainMs) => hubCore.drain(drainMs),
+    drain: (drainMs) => hubCore.streams.drain(drainMs),
     async close() {
       if (state === 'closed') return;
       state = 'closed';
-      hubCore.stop();
+      hubCore.streams.stop();
       await transport.close();
     },
   };

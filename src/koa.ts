@@ -69,7 +69,7 @@ export function createKoaApp(hub: Hub, options: KoaRoutesOptions): Koa {
   });
   app.use(async (ctx, next) => {
     // While draining, keep-alive connections end after their current request so shutdown is not held up.
-    if (internals.core.isDraining) ctx.set('Connection', 'close');
+    if (internals.core.streams.isDraining) ctx.set('Connection', 'close');
     await next();
   });
   app.use(router.routes());

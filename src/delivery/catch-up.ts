@@ -47,15 +47,40 @@ export interface CatchUpOptions {
 
 /** Longest Last-Event-ID worth parsing; anything longer is not an id this hub issued. */
 const MAX_RESUME_ID_LENGTH = 128;
+/** Streams caught up at once after a subscription loss or for retries; the rest wait their turn. */
+const CONCURRENCY = 32;
+
+/** Where one stream's catch-up stands. Kept only while there is something to know: idle streams have none. */
+interface CatchUpState {
+  running: boolean;
+  /** Another catch-up was asked for while one ran: the running one goes round again. */
+  again: boolean;
+  /** A history read failed; the stream stays held and is retried after its backoff. */
+  failed: boolean;
+  /** History reads that failed in a row; each retry waits longer. */
+  readFailures: number;
+  /** Epoch milliseconds before which a failed catch-up is not retried. */
+  retryNotBefore: number;
+  /** A read given up on that the store may still be running: this stream reads nothing else until it ends. */
+  abandonedRead: Promise<void> | undefined;
+}
+
+/** What tests and metrics may see of a stream's catch-up. */
+export type CatchUpStatus = Readonly<Pick<CatchUpState, 'failed' | 'readFailures' | 'retryNotBefore'>>;
 
 /**
- * Brings one stream up to date from the user's history: on connect (from the client's
- * Last-Event-ID, or just to learn the current position) and after the transport lost its
- * subscription (from the stream's cursor). Live frames are held meanwhile and released after.
- * The history is read a page at a time, each page written before the next is read.
+ * Brings streams up to date from their user's history: on connect (from the client's
+ * Last-Event-ID, or just to learn the current position), after the transport lost its
+ * subscription (from each stream's cursor), and again after a failed read. Live frames are held
+ * meanwhile and released after. The history is read a page at a time, each page written before
+ * the next is read. It is the one owner of every stream's catch-up state.
  */
 export class CatchUp {
   private readonly failureLogLimiter = new LogRateLimiter();
+  private readonly states = new Map<StreamSubscriber, CatchUpState>();
+  /** Between the transport announcing a (re)subscription and the recovery that follows it. */
+  private awaitingRecovery = false;
+  private retrying = false;
   /** What one page may hold: its byte bound, or one event larger than that. */
   private readonly pageReservation: number;
 
@@ -70,54 +95,125 @@ export class CatchUp {
     return parseEventId(lastEventId) ?? 'invalid';
   }
 
+  status(subscriber: StreamSubscriber): CatchUpStatus | undefined {
+    return this.states.get(subscriber);
+  }
+
   /**
    * Whether a stream whose history read failed may be retried now: its backoff has passed, and
    * no read of it that was given up on may still be running in the store.
    */
   retryDue(subscriber: StreamSubscriber, now: number): boolean {
-    return (
-      subscriber.needsCatchUp &&
-      !subscriber.catchingUp &&
-      subscriber.abandonedRead === undefined &&
-      now >= subscriber.retryNotBefore
-    );
+    const state = this.states.get(subscriber);
+    return state?.failed === true && !state.running && state.abandonedRead === undefined && now >= state.retryNotBefore;
+  }
+
+  /** Before the transport resubscribes: live events wait until each stream has caught up. */
+  holdAll(subscribers: Iterable<StreamSubscriber>): void {
+    this.awaitingRecovery = true;
+    for (const subscriber of subscribers) subscriber.hold();
+  }
+
+  /**
+   * After the transport's subscription came back, fills every stream's gap from its user's
+   * history: events published while this replica was not listening.
+   */
+  async recoverAll(subscribers: Iterable<StreamSubscriber>): Promise<void> {
+    const all = [...subscribers];
+    this.holdAll(all);
+    this.awaitingRecovery = false;
+    await this.runAll(all, 'recover');
+  }
+
+  /** Streams whose history read failed, each once its own backoff has passed; one round at a time. */
+  async retryFailed(now: number): Promise<void> {
+    if (this.retrying) return;
+    const due = [...this.states.keys()].filter((subscriber) => this.retryDue(subscriber, now));
+    if (due.length === 0) return;
+    this.retrying = true;
+    try {
+      await this.runAll(due, 'recover');
+    } finally {
+      this.retrying = false;
+    }
+  }
+
+  /** A closed stream's state goes with it. */
+  forget(subscriber: StreamSubscriber): void {
+    const state = this.states.get(subscriber);
+    if (state !== undefined && !state.running) this.states.delete(subscriber);
+  }
+
+  private async runAll(subscribers: StreamSubscriber[], purpose: CatchUpPurpose): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < subscribers.length) {
+        const subscriber = subscribers[next++] as StreamSubscriber;
+        if (!subscriber.isClosed) await this.run(subscriber, purpose);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, subscribers.length) }, worker));
+  }
+
+  private stateOf(subscriber: StreamSubscriber): CatchUpState {
+    let state = this.states.get(subscriber);
+    if (state === undefined) {
+      state = {
+        running: false,
+        again: false,
+        failed: false,
+        readFailures: 0,
+        retryNotBefore: 0,
+        abandonedRead: undefined,
+      };
+      this.states.set(subscriber, state);
+    }
+    return state;
+  }
+
+  /** Drops the state of a stream with nothing left to remember: caught up, or closed. */
+  private settle(subscriber: StreamSubscriber, state: CatchUpState): void {
+    const idle = !state.running && !state.failed && state.abandonedRead === undefined;
+    if (subscriber.isClosed ? !state.running : idle) this.states.delete(subscriber);
   }
 
   async run(subscriber: StreamSubscriber, purpose: CatchUpPurpose): Promise<void> {
-    if (subscriber.catchingUp) {
-      subscriber.catchUpAgain = true;
+    const state = this.stateOf(subscriber);
+    if (state.running) {
+      state.again = true;
       return;
     }
-    subscriber.catchingUp = true;
+    state.running = true;
     subscriber.hold();
-    const anotherCatchUpDue = (): boolean => subscriber.catchUpAgain || subscriber.awaitingRecovery;
+    const anotherCatchUpDue = (): boolean => state.again || this.awaitingRecovery;
     try {
       for (;;) {
-        subscriber.catchUpAgain = false;
-        const caughtUp = await this.once(subscriber, purpose);
+        state.again = false;
+        const caughtUp = await this.once(subscriber, state, purpose);
         // A closed stream's held frames go nowhere; they are dropped with it.
         if (subscriber.isClosed) return;
         // Until its start is known, a stream keeps holding live events: releasing them would move
         // its cursor past the gap. A hold that overflows cuts the stream, and the client resumes.
         // While the transport resubscribes, the recovery that follows takes over the hold.
-        if (!caughtUp || subscriber.awaitingRecovery) return;
-        if (subscriber.catchUpAgain) continue;
+        if (!caughtUp || this.awaitingRecovery) return;
+        if (state.again) continue;
         await subscriber.releasePaced(anotherCatchUpDue);
-        if (!subscriber.catchUpAgain) return;
+        if (!state.again) return;
       }
     } finally {
-      subscriber.catchingUp = false;
+      state.running = false;
+      this.settle(subscriber, state);
     }
   }
 
   /** False when the history could not be read (the stream stays held and is retried). */
-  private async once(subscriber: StreamSubscriber, purpose: CatchUpPurpose): Promise<boolean> {
+  private async once(subscriber: StreamSubscriber, state: CatchUpState, purpose: CatchUpPurpose): Promise<boolean> {
     const { replayMax, metrics } = this.options;
     const requested = subscriber.cursor ?? CatchUp.startingPoint(subscriber.resumeFrom);
     // A stream that never learnt its position cannot know what it missed while the store was away.
-    const unprovable = requested === undefined && subscriber.needsCatchUp;
+    const unprovable = requested === undefined && state.failed;
     const after = requested === 'invalid' ? undefined : requested;
-    let page = await this.readPage(subscriber, after, { ...this.options.page, replayMax }, purpose);
+    let page = await this.readPage(subscriber, state, after, { ...this.options.page, replayMax }, purpose);
     if (page === undefined) return false;
     if (subscriber.isClosed) return true;
     let read = page.read;
@@ -139,7 +235,7 @@ export class CatchUp {
       if (!read.more || newest === undefined || comparePositions(newest.id, target) >= 0) break;
       await subscriber.connection.whenDrained();
       if (subscriber.isClosed) return true;
-      page = await this.readPage(subscriber, newest.id, this.options.page, purpose);
+      page = await this.readPage(subscriber, state, newest.id, this.options.page, purpose);
       if (page === undefined) return false;
       if (subscriber.isClosed) return true;
       if (!page.read.ok) {
@@ -162,20 +258,21 @@ export class CatchUp {
    */
   private async readPage(
     subscriber: StreamSubscriber,
+    state: CatchUpState,
     after: EventId | undefined,
     query: HistoryQuery,
     purpose: CatchUpPurpose,
   ): Promise<{ read: HistoryRead; bytes: number } | undefined> {
     const { history, budget, metrics, log } = this.options;
     // A read the store may still be running is waited out: a retry must not pile onto it.
-    await subscriber.abandonedRead;
+    await state.abandonedRead;
     await budget.reserve(this.pageReservation);
     let read: HistoryRead;
     try {
       read = await history.readHistory(subscriber.userId, after, query);
     } catch (err) {
       budget.release(this.pageReservation);
-      this.readFailed(subscriber, err);
+      this.readFailed(state, err);
       const admitted = this.failureLogLimiter.admit('read');
       if (admitted) {
         log.warn(
@@ -185,8 +282,8 @@ export class CatchUp {
       }
       return undefined;
     }
-    subscriber.needsCatchUp = false;
-    subscriber.readFailures = 0;
+    state.failed = false;
+    state.readFailures = 0;
     const bytes = read.ok ? read.entries.reduce((sum, entry) => sum + entry.event.length, 0) : 0;
     if (after !== undefined) metrics.replayPageRead(bytes);
     const held = read.ok && !subscriber.isClosed ? bytes : 0;
@@ -194,18 +291,18 @@ export class CatchUp {
     return { read, bytes: held };
   }
 
-  private readFailed(subscriber: StreamSubscriber, err: unknown): void {
+  private readFailed(state: CatchUpState, err: unknown): void {
     const { retry, metrics } = this.options;
-    subscriber.needsCatchUp = true;
-    subscriber.readFailures++;
-    const ceiling = Math.min(retry.maxMs, retry.minMs * 2 ** Math.min(subscriber.readFailures - 1, 30));
+    state.failed = true;
+    state.readFailures++;
+    const ceiling = Math.min(retry.maxMs, retry.minMs * 2 ** Math.min(state.readFailures - 1, 30));
     // Half fixed, half random: streams that failed together do not retry together.
-    subscriber.retryNotBefore = Date.now() + ceiling / 2 + Math.random() * (ceiling / 2);
+    state.retryNotBefore = Date.now() + ceiling / 2 + Math.random() * (ceiling / 2);
     if (err instanceof HistoryReadAbandonedError) {
       const settled: Promise<void> = err.settled.then(() => {
-        if (subscriber.abandonedRead === settled) subscriber.abandonedRead = undefined;
+        if (state.abandonedRead === settled) state.abandonedRead = undefined;
       });
-      subscriber.abandonedRead = settled;
+      state.abandonedRead = settled;
     }
     metrics.historyReadFailed();
   }

@@ -1,6 +1,6 @@
 import { comparePositions, formatEventId, type EventId } from '../history/event-id';
 import type { ResetReason } from '../history/history';
-import type { Subscriber } from '../registry';
+import type { Subscriber } from '../hub/registry';
 import type { EventKind, StreamKind } from '../routing';
 import type { SseConnection } from '../sse/connection';
 import { encodeFrame, encodeIdOnly } from '../sse/frame';
@@ -41,18 +41,6 @@ export interface HoldLimits {
 export class StreamSubscriber implements Subscriber {
   /** Newest id of the user's history this stream has caught up to. */
   cursor: EventId | undefined;
-  /** A history read failed; catch up again when the transport is back. */
-  needsCatchUp = false;
-  catchingUp = false;
-  catchUpAgain = false;
-  /** Set while the transport resubscribes: a catch-up that ends then must keep holding for the recovery. */
-  awaitingRecovery = false;
-  /** History reads that failed in a row; each retry waits longer (see CatchUp). */
-  readFailures = 0;
-  /** Epoch milliseconds before which a failed catch-up is not retried. */
-  retryNotBefore = 0;
-  /** A read given up on that the store may still be running: this stream reads nothing else until it ends. */
-  abandonedRead: Promise<void> | undefined;
   private held: HeldFrame[] | null = null;
   private heldBytes = 0;
   /** What the client's EventSource holds as its last event id: as it sent it, or as last written. */

@@ -3,7 +3,7 @@ import type { Authenticate } from '../auth/principal';
 import { mayStreamKind, roleToStream, streamableKinds } from '../auth/permissions';
 import type { StreamTickets } from '../auth/tickets';
 import type { Principal } from '../auth/verifier';
-import type { HubCore } from '../hub';
+import type { HubCore } from '../hub/core';
 import type { HubLogger } from '../log';
 import type { ConnectionRejectReason, HubMetrics } from '../metrics';
 import { type EventKind, isEventKind, kindsForStream, type StreamKind } from '../routing';
@@ -87,7 +87,7 @@ export function serveStream(
       new HttpError(403, `${what} require${stream === 'multiplexed' ? '' : 's'} the ${role} role`),
     );
   }
-  const opened = core.open(
+  const opened = core.streams.open(
     stream,
     principal.userId,
     principal.expiresAt,

@@ -59,7 +59,7 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
     ctx.body = {
       status: 'broadcasted',
       id: published.id,
-      connection_count: core.localConnections(kind, parsed.userId),
+      connection_count: core.dispatcher.localConnections(kind, parsed.userId),
       replicas: published.receivers,
       kind,
       user_id: parsed.userId,

@@ -192,14 +192,14 @@ describe('catching a stream up from history', () => {
     await settle();
     s.gated.open();
     await failed;
-    expect(s.subscriber.needsCatchUp).toBe(true);
+    expect(s.catchUp.status(s.subscriber)?.failed).toBe(true);
     expect(counters.failures).toBe(1);
     const retried = s.catchUp.run(s.subscriber, 'recover');
     await settle();
     s.gated.open();
     await retried;
     expect(s.dataOf()).toEqual([2, 3]);
-    expect(s.subscriber.needsCatchUp).toBe(false);
+    expect(s.catchUp.status(s.subscriber)?.failed ?? false).toBe(false);
   });
 
   it('replays page by page, reading the next page only once the socket has taken the last one', async () => {
@@ -278,9 +278,9 @@ describe('catching a stream up from history', () => {
       await settle();
       s.gated.open();
       await failed;
-      waits.push(s.subscriber.retryNotBefore - before);
+      waits.push((s.catchUp.status(s.subscriber)?.retryNotBefore ?? 0) - before);
       expect(s.catchUp.retryDue(s.subscriber, Date.now())).toBe(false);
-      expect(s.catchUp.retryDue(s.subscriber, s.subscriber.retryNotBefore)).toBe(true);
+      expect(s.catchUp.retryDue(s.subscriber, s.catchUp.status(s.subscriber)?.retryNotBefore ?? 0)).toBe(true);
     }
     // Each wait is between half and all of 1 s, 2 s, 4 s, then capped at 4 s.
     const ceilings = [1000, 2000, 4000, 4000];
@@ -292,8 +292,8 @@ describe('catching a stream up from history', () => {
     await settle();
     s.gated.open();
     await retried;
-    expect(s.subscriber.needsCatchUp).toBe(false);
-    expect(s.subscriber.readFailures).toBe(0);
+    expect(s.catchUp.status(s.subscriber)?.failed ?? false).toBe(false);
+    expect(s.catchUp.status(s.subscriber)?.readFailures ?? 0).toBe(0);
   });
 
   it('never starts a second read for a stream while the store may still be running one it gave up on', async () => {
@@ -316,7 +316,7 @@ describe('catching a stream up from history', () => {
     await until(() => s.gated.reads === 2);
     s.gated.open();
     await retried;
-    expect(s.subscriber.needsCatchUp).toBe(false);
+    expect(s.catchUp.status(s.subscriber)?.failed ?? false).toBe(false);
   });
 
   it("shares one replay byte budget across the replica's streams", async () => {

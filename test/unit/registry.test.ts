@@ -1,4 +1,4 @@
-import { Registry } from '../../src/registry';
+import { Registry } from '../../src/hub/registry';
 
 const sub = (userId: string, id: string) => ({ userId, id });
 

@@ -1,4 +1,4 @@
-import { STREAM_KINDS, type StreamKind } from './routing';
+import { STREAM_KINDS, type StreamKind } from '../routing';
 
 /** What the registry needs of a connection; the SSE details stay in the connection itself. */
 export interface Subscriber {
