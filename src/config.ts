@@ -39,6 +39,7 @@ export interface Config {
   historyTtlMs: number;
   replayMax: number;
   replay: ReplayBounds;
+  publishQuota: PublishQuotaLimits;
   jwt: JwtConfig;
 }
 
@@ -55,6 +56,13 @@ export interface ReplayBounds {
   /** First wait before a failed history read is retried; doubled per failure, with jitter. */
   retryMinMs: number;
   retryMaxMs: number;
+}
+
+/** Per principal, for tokens without the service role. */
+export interface PublishQuotaLimits {
+  events: number;
+  bytes: number;
+  windowMs: number;
 }
 
 export class ConfigError extends Error {
@@ -95,6 +103,9 @@ export const CONFIG_VARIABLES = [
   'SSEHUB_HOLD_MAX_BYTES',
   'SSEHUB_HISTORY_RETRY_MIN_MS',
   'SSEHUB_HISTORY_RETRY_MAX_MS',
+  'SSEHUB_PUBLISH_QUOTA_EVENTS',
+  'SSEHUB_PUBLISH_QUOTA_BYTES',
+  'SSEHUB_PUBLISH_QUOTA_WINDOW_MS',
   'SSEHUB_JWT_SECRET',
   'SSEHUB_JWT_PUBLIC_KEY',
   'SSEHUB_JWT_PUBLIC_KEY_FILE',
@@ -238,6 +249,14 @@ export function loadConfig(env: Env = process.env): Config {
   if (replay.retryMaxMs < replay.retryMinMs) {
     problems.push('SSEHUB_HISTORY_RETRY_MAX_MS must be at least SSEHUB_HISTORY_RETRY_MIN_MS');
   }
+  const publishQuota: PublishQuotaLimits = {
+    events: read.integer('SSEHUB_PUBLISH_QUOTA_EVENTS', 6000, 1, 100_000_000),
+    bytes: read.integer('SSEHUB_PUBLISH_QUOTA_BYTES', 64 * MIB, 64, 1024 * 1024 * MIB),
+    windowMs: read.integer('SSEHUB_PUBLISH_QUOTA_WINDOW_MS', 60_000, 1000, 86_400_000),
+  };
+  if (publishQuota.bytes < maxEventBytes) {
+    problems.push('SSEHUB_PUBLISH_QUOTA_BYTES must be at least SSEHUB_MAX_EVENT_BYTES');
+  }
   const config: Config = {
     port: read.integer('PORT', 8080, 0, 65_535),
     host: read.string('HOST') ?? '0.0.0.0',
@@ -261,6 +280,7 @@ export function loadConfig(env: Env = process.env): Config {
     historyTtlMs: read.integer('SSEHUB_HISTORY_TTL_MS', 3_600_000, 1000, 7 * 24 * 3_600_000),
     replayMax: read.integer('SSEHUB_REPLAY_MAX', 1000, 0, 100_000),
     replay,
+    publishQuota,
     jwt,
   };
   if (problems.length > 0) throw new ConfigError(problems);

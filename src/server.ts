@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { createVerifier } from './auth/verifier';
 import type { Config } from './config';
 import { createApp } from './http/app';
+import { createPublishQuota } from './http/publish-quota';
 import { Hub } from './hub';
 import { HubMetrics } from './metrics';
 import { MemoryTransport } from './transport/memory';
@@ -103,6 +104,7 @@ export class HubServer {
       transport: this.transport,
       verifier: createVerifier(config.jwt, options.fallbackSecret),
       metrics: this.metrics,
+      quota: createPublishQuota(config.publishQuota, this.transport),
       log: this.log,
     });
     this.server = createServer(app.callback());

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { PublishQuotaLimits } from '../config';
 import type { EventId } from '../history/event-id';
 import { HistoryReadAbandonedError, type HistoryQuery, type HistoryRead } from '../history/history';
 import type { EventKind } from '../routing';
@@ -151,6 +152,11 @@ export class RedisTransport implements Transport {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Publish quotas on the publishing connection, so every replica counts against one window. */
+  takeQuota(name: string, limits: PublishQuotaLimits, bytes: number): Promise<number> {
+    return this.events.takeQuota(name, limits, bytes);
   }
 
   private historyReaderReady(timeoutMs: number): Promise<void> {
