@@ -10,5 +10,13 @@ export { Publisher, type RedisPublisherOptions, type PostgresPublisherOptions, t
 export { PostgresTransport, type PostgresTransportOptions } from './transport/postgres';
 export { REDIS_LIBRARY, PUBLISH_FUNCTION } from './transport/redis-library';
 export { parseEventId, formatEventId, type EventId } from './history/event-id';
-export { RESET_REASONS, type ResetReason, type HistoryRead, type HistorySource } from './history/history';
+export {
+  RESET_REASONS,
+  HistoryReadAbandonedError,
+  type ResetReason,
+  type HistoryRead,
+  type HistorySource,
+  type HistoryQuery,
+  type PageBounds,
+} from './history/history';
 export { buildEnvelope } from './wire/envelope';

@@ -8,7 +8,7 @@ import { migrateOutbox } from '../../src/transport/postgres-schema';
 import { RedisEvents } from '../../src/transport/redis-events';
 import { metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedis } from '../helpers/redis-server';
-import { SHARED_DATABASE_URL, dropSchema, uniqueSchema } from '../helpers/postgres-server';
+import { SHARED_DATABASE_URL, connectPg, dropSchema, uniqueSchema } from '../helpers/postgres-server';
 import { openStream, type SseStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
 import { until, uid } from '../helpers/wait';
@@ -268,6 +268,67 @@ describe('a resume of a maximal history on a hub (Redis)', () => {
     const bytes = (await metricValue(hub, 'ssehub_replay_bytes_total')) - bytesBefore;
     expect(bytes).toBe(4 * 64 * eventBytes);
     expect(pages).toBe(4 * 16);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the byte budget on a Postgres hub', () => {
+  const schema = uniqueSchema();
+  let hub: HubProcess;
+
+  beforeAll(async () => {
+    hub = await startReadyHub({
+      SSEHUB_TRANSPORT: 'postgres',
+      DATABASE_URL: SHARED_DATABASE_URL,
+      SSEHUB_PG_SCHEMA: schema,
+      SSEHUB_MAX_EVENT_BYTES: '2048',
+      SSEHUB_HISTORY_MAX_BYTES: String(BUDGET),
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    await hub?.stop();
+    await dropSchema(SHARED_DATABASE_URL, schema);
+  });
+
+  it('trims a user past the budget in the background; a resume from a trimmed id gets trimmed', async () => {
+    const user = uid('pg-budget');
+    const token = await mintToken(user);
+    const ids: string[] = [];
+    for (let n = 1; n <= 12; n++) {
+      const pad = 'x'.repeat(EVENT_BYTES - `{"n":${n},"pad":""}`.length);
+      const res = await postWebhook(hub, token, 'agui', JSON.stringify({ user_id: user, n, pad }));
+      expect(res.status).toBe(202);
+      ids.push(((await res.json()) as { id: string }).id);
+    }
+    const client = await connectPg(SHARED_DATABASE_URL);
+    try {
+      // Rows are trimmed once they are older than the grace the live readers get.
+      await until(
+        async () => {
+          const rows = await client.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM "${schema}".outbox WHERE user_id = $1`,
+            [user],
+          );
+          return rows.rows[0]?.n === 8;
+        },
+        30_000,
+        'the oldest four rows to be trimmed',
+      );
+    } finally {
+      await client.end();
+    }
+    const open = (from: string) =>
+      openStream(hub.url, '/api/v1/stream/agui', { token, headers: { 'Last-Event-ID': from } });
+    const trimmed = await open(ids[0] as string);
+    const [reset] = await trimmed.waitForEvents(1);
+    expect(JSON.parse(reset?.data ?? '{}')).toMatchObject({ type: 'reset', reason: 'trimmed' });
+    const kept = await open(ids[3] as string);
+    const replayed = await kept.waitForEvents(8);
+    expect(replayed.map((e) => JSON.parse(e.data).n)).toEqual([5, 6, 7, 8, 9, 10, 11, 12]);
+    trimmed.close();
+    kept.close();
   });
 });
 
