@@ -6,7 +6,8 @@ import { serializeEvent } from './events/serialize';
 import { createEventValidator, type ValidationSwitches } from './events/validate';
 import { HubCore } from './hub/core';
 import { type ServeStreamOptions, type StreamGuard, serveStream } from './http/stream-routes';
-import { type HubLimits, replayBounds, resolveLimits } from './limits';
+import { type HubLimits, publishQuotaLimits, replayBounds, resolveLimits } from './limits';
+import { createPublishQuota, type PublishQuota } from './http/publish-quota';
 import { createLogger, type HubLogger } from './log';
 import { HubMetrics, type MetricsOptions } from './metrics';
 import { routesFor, type EventKind, type StreamKind, STREAM_KINDS } from './routing';
@@ -92,6 +93,8 @@ export interface HubInternals {
   metrics: HubMetrics;
   log: HubLogger;
   tickets: StreamTickets;
+  /** Publish quota of principals without the service role (the webhook's). */
+  quota: PublishQuota;
 }
 
 const internals = new WeakMap<Hub, HubInternals>();
@@ -209,6 +212,12 @@ export function createHub(options: CreateHubOptions = {}): Hub {
       await transport.close();
     },
   };
-  internals.set(hub, { core: hubCore, metrics, log, tickets });
+  internals.set(hub, {
+    core: hubCore,
+    metrics,
+    log,
+    tickets,
+    quota: createPublishQuota(publishQuotaLimits(limits), transport),
+  });
   return hub;
 }

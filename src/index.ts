@@ -42,13 +42,19 @@ export {
   type RejectedMessage,
   type Published,
   type LivePosition,
+  type TicketStore,
+  type QuotaStore,
+  type TransportMetrics,
 } from './transport/transport';
 export {
   RESET_REASONS,
+  HistoryReadAbandonedError,
   type ResetReason,
   type HistoryRead,
   type HistoryEntry,
   type HistorySource,
+  type HistoryQuery,
+  type PageBounds,
 } from './history/history';
 export { parseEventId, formatEventId, type EventId } from './history/event-id';
 export {

@@ -39,6 +39,11 @@ export const LIMIT_SPECS = {
   /** First wait before a failed history read is retried; doubled per failure, with jitter. */
   historyRetryMinMs: { env: 'SSEHUB_HISTORY_RETRY_MIN_MS', default: 500, min: 10, max: 60_000 },
   historyRetryMaxMs: { env: 'SSEHUB_HISTORY_RETRY_MAX_MS', default: 30_000, min: 10, max: 3_600_000 },
+  /** Events one principal without the service role may publish per quota window. */
+  publishQuotaEvents: { env: 'SSEHUB_PUBLISH_QUOTA_EVENTS', default: 6000, min: 1, max: 100_000_000 },
+  /** Event bytes one principal without the service role may publish per quota window. */
+  publishQuotaBytes: { env: 'SSEHUB_PUBLISH_QUOTA_BYTES', default: 64 * MIB, min: 64, max: 1024 * 1024 * MIB },
+  publishQuotaWindowMs: { env: 'SSEHUB_PUBLISH_QUOTA_WINDOW_MS', default: 60_000, min: 1000, max: 86_400_000 },
   /** How long a stream ticket may wait to be redeemed. */
   ticketTtlMs: { env: 'SSEHUB_TICKET_TTL_MS', default: 30_000, min: 1000, max: 600_000 },
 } as const satisfies Record<string, LimitSpec>;
@@ -84,6 +89,9 @@ export function crossLimitProblems(limits: HubLimits, label: (name: LimitName) =
   if (limits.historyRetryMaxMs < limits.historyRetryMinMs) {
     problems.push(`${label('historyRetryMaxMs')} must be at least ${label('historyRetryMinMs')}`);
   }
+  if (limits.publishQuotaBytes < limits.maxEventBytes) {
+    problems.push(`${label('publishQuotaBytes')} must be at least ${label('maxEventBytes')}`);
+  }
   return problems;
 }
 
@@ -126,4 +134,15 @@ export function replayBounds(limits: HubLimits): ReplayBounds {
     retryMinMs: limits.historyRetryMinMs,
     retryMaxMs: limits.historyRetryMaxMs,
   };
+}
+
+/** Per principal, for tokens without the service role. */
+export interface PublishQuotaLimits {
+  events: number;
+  bytes: number;
+  windowMs: number;
+}
+
+export function publishQuotaLimits(limits: HubLimits): PublishQuotaLimits {
+  return { events: limits.publishQuotaEvents, bytes: limits.publishQuotaBytes, windowMs: limits.publishQuotaWindowMs };
 }

@@ -9,6 +9,9 @@ import { WAKE_SOURCES, type TransportMetrics, type WakeSource } from './transpor
 export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'draining'] as const;
 export type ConnectionRejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
 
+export const PUBLISH_FORBIDDEN_REASONS = ['other_user', 'kind'] as const;
+export type PublishForbiddenReason = (typeof PUBLISH_FORBIDDEN_REASONS)[number];
+
 /** The seed's dashboards label the aggregated stream "context"; keep that label value. */
 const CHANNEL_LABEL: Record<StreamKind, string> = {
   agui: 'agui',
@@ -50,6 +53,8 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   private readonly historyReadFailures: Counter;
   private readonly replayPages: Counter;
   private readonly replayBytes: Counter;
+  private readonly quotaRefusals: Counter;
+  private readonly publishForbidden: Counter<'reason'>;
   private readonly outboxRowsRead: Counter;
   private readonly outboxWakeups: Counter<'source'>;
   private readonly outboxLag: Gauge;
@@ -156,6 +161,17 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
       help: 'Event bytes of history read from the store for replays',
       registers,
     });
+    this.quotaRefusals = new Counter({
+      name: `${prefix}ssehub_publish_quota_refusals_total`,
+      help: 'Webhook publishes refused with 429 because the principal used up its publish quota',
+      registers,
+    });
+    this.publishForbidden = new Counter({
+      name: `${prefix}ssehub_publish_forbidden_total`,
+      help: "Webhook publishes refused with 403, by reason: other_user (user_id not the token's) or kind (system and analytics need the service role)",
+      labelNames: ['reason'],
+      registers,
+    });
 
     this.outboxRowsRead = new Counter({
       name: `${prefix}ssehub_outbox_rows_read_total`,
@@ -182,6 +198,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
     for (const reason of CONNECTION_REJECT_REASONS) this.connectionsRejected.inc({ reason }, 0);
     for (const reason of RESET_REASONS) this.historyResets.inc({ reason }, 0);
     for (const source of WAKE_SOURCES) this.outboxWakeups.inc({ source }, 0);
+    for (const reason of PUBLISH_FORBIDDEN_REASONS) this.publishForbidden.inc({ reason }, 0);
     for (const kind of EVENT_KINDS) {
       this.published.inc({ kind, result: 'ok' }, 0);
       this.published.inc({ kind, result: 'failed' }, 0);
@@ -231,6 +248,14 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   replayPageRead(bytes: number): void {
     this.replayPages.inc();
     this.replayBytes.inc(bytes);
+  }
+
+  publishOverQuota(): void {
+    this.quotaRefusals.inc();
+  }
+
+  publishRefused(reason: PublishForbiddenReason): void {
+    this.publishForbidden.inc({ reason });
   }
 
   rowsRead(rows: number): void {

@@ -4,7 +4,7 @@ import { HttpError } from './errors';
 import { authenticateRequest } from './authenticate';
 import { readBody } from './read-body';
 import { ROLE_SERVICE } from '../auth/verifier';
-import { isEventKind } from '../routing';
+import { isEventKind, type EventKind } from '../routing';
 import {
   EventRejectedError,
   PublishOutcomeUnknownError,
@@ -12,6 +12,9 @@ import {
   type Published,
 } from '../transport/transport';
 import { parseWebhookBody } from '../wire/envelope';
+
+/** Kinds any user may publish to their own streams; the others need the service role. */
+const USER_KINDS: ReadonlySet<EventKind> = new Set<EventKind>(['agui', 'a2a']);
 
 /**
  * Seed-compatible publishing over HTTP: the body is the event with an extra top-level
@@ -21,7 +24,7 @@ import { parseWebhookBody } from '../wire/envelope';
 export function mountWebhooks(router: Router, deps: HttpDeps): void {
   const { hub, internals, authenticateWebhook, streams } = deps;
   const { transport } = hub;
-  const { core, metrics } = internals;
+  const { core, metrics, quota } = internals;
   const { maxEventBytes } = hub.limits;
   router.post('/api/v1/webhook/:kind', async (ctx) => {
     const kind = ctx.params.kind ?? '';
@@ -35,13 +38,29 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
       metrics.eventRejected(parsed.reason);
       throw new HttpError(parsed.reason === 'too_large' ? 413 : 400, `${parsed.reason}: ${parsed.detail}`);
     }
-    if (principal.userId !== parsed.userId && !principal.roles.has(ROLE_SERVICE)) {
+    const service = principal.roles.has(ROLE_SERVICE);
+    if (!service && principal.userId !== parsed.userId) {
+      metrics.publishRefused('other_user');
       throw new HttpError(403, 'a token may publish only to its own user unless it has the service role');
+    }
+    if (!service && !USER_KINDS.has(kind)) {
+      metrics.publishRefused('kind');
+      throw new HttpError(403, `publishing ${kind} events needs the service role`);
     }
     let published: Published;
     try {
+      if (!service) {
+        const waitMs = await quota.take(principal.userId, parsed.event.length);
+        if (waitMs > 0) {
+          metrics.publishOverQuota();
+          throw new HttpError(429, 'publish quota used up for this window; retry later', {
+            'Retry-After': String(Math.max(1, Math.ceil(waitMs / 1000))),
+          });
+        }
+      }
       published = await transport.publish(kind, parsed.userId, parsed.event);
     } catch (err) {
+      if (err instanceof HttpError) throw err;
       metrics.publishResult(kind, false);
       if (err instanceof PublishOutcomeUnknownError) {
         throw new HttpError(504, 'the event transport did not answer; the event may or may not have been published');

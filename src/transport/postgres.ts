@@ -29,7 +29,7 @@ const PUBLISH_TIMEOUT_MS = 5000;
 const MAX_PRUNE_INTERVAL_MS = 60_000;
 /**
  * Users past the byte budget are trimmed this often, so one overshoots it by at most what they
- * publish in this time plus the grace.
+ * publish in this time (bounded by the publish quota) plus the grace.
  */
 const BUDGET_TRIM_INTERVAL_MS = 5000;
 /** Rows this young are left to the live readers, who read within milliseconds. */

@@ -1,9 +1,11 @@
 import type { Redis, RedisOptions } from 'ioredis';
+import type { PublishQuotaLimits } from '../limits';
 import { parseEventId, type EventId } from '../history/event-id';
 import { planReplay, type HistoryEntry, type HistoryQuery, type HistoryRead } from '../history/history';
 import {
   HISTORY_FUNCTION,
   PUBLISH_COUNTED_FUNCTION,
+  QUOTA_FUNCTION,
   REDIS_LIBRARY,
   DEFAULT_HISTORY_MAX,
   DEFAULT_HISTORY_MAX_BYTES,
@@ -93,6 +95,16 @@ export class RedisEvents {
   async publish(kind: string, userId: string, event: Buffer): Promise<Published> {
     const reply = (await this.fcall(PUBLISH_COUNTED_FUNCTION, [kind, userId, event, this.prefix])) as Reply[];
     return { id: text(reply[0]), receivers: Number(reply[1]) };
+  }
+
+  /**
+   * Counts one publish of `bytes` against the quota `name` for the current window; the
+   * milliseconds until the window ends when it does not fit (nothing is counted then), else 0.
+   */
+  async takeQuota(name: string, limits: PublishQuotaLimits, bytes: number): Promise<number> {
+    const key = `${this.prefix}:q:${name}`;
+    const args = [key, limits.events, limits.bytes, limits.windowMs, bytes].map(String);
+    return Number(await this.fcall(QUOTA_FUNCTION, args));
   }
 
   async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {

@@ -15,6 +15,7 @@
  *   <prefix>:h:<user>   stream of entries (fields k = kind, e = event), ids <ms>-<seq>
  *   <prefix>:n:<user>   the user's last id, <ms>-<seq>
  *   <prefix>:b:<user>   event bytes retained in the user's stream
+ *   <prefix>:q:<principal>  publish quota of the current window (fields e = events, b = bytes)
  */
 import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../wire/envelope';
 
@@ -22,6 +23,7 @@ export const LIBRARY_NAME = 'ssehub';
 export const PUBLISH_FUNCTION = 'ssehub_publish';
 export const PUBLISH_COUNTED_FUNCTION = 'ssehub_publish_counted';
 export const HISTORY_FUNCTION = 'ssehub_history_page';
+export const QUOTA_FUNCTION = 'ssehub_take_quota';
 
 export const DEFAULT_HISTORY_MAX = 1000;
 export const DEFAULT_HISTORY_MAX_BYTES = 16 * 1024 * 1024;
@@ -306,5 +308,22 @@ redis.register_function('${HISTORY_FUNCTION}', function(keys, args)
   end
   local _, ttl = settings(prefix)
   return { epoch, last, first, page, ttl or ${DEFAULT_HISTORY_TTL_MS} }
+end)
+
+-- args: key, events limit, bytes limit, window ms, bytes of this publish
+-- returns: 0 when the publish fits the window (and counts it), else the ms until the window ends.
+-- One counter per principal and window, shared by every replica.
+redis.register_function('${QUOTA_FUNCTION}', function(keys, args)
+  local key, max_events, max_bytes, window, bytes = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4]), tonumber(args[5])
+  local used = redis.call('HMGET', key, 'e', 'b')
+  local events, used_bytes = tonumber(used[1]) or 0, tonumber(used[2]) or 0
+  if events + 1 > max_events or used_bytes + bytes > max_bytes then
+    local left = redis.call('PTTL', key)
+    return left > 0 and left or window
+  end
+  redis.call('HINCRBY', key, 'e', 1)
+  redis.call('HINCRBY', key, 'b', bytes)
+  if events == 0 then redis.call('PEXPIRE', key, window) end
+  return 0
 end)
 `;

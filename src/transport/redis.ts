@@ -10,7 +10,8 @@ import {
   type HistorySettings,
 } from './redis-events';
 import { admitEnvelope, isRejectedMessage } from '../wire/envelope';
-import type { Published, Transport, TransportHandler } from './transport';
+import type { PublishQuotaLimits } from '../limits';
+import type { Published, QuotaStore, TicketStore, Transport, TransportHandler } from './transport';
 
 export interface RedisTransportOptions {
   url: string;
@@ -46,7 +47,7 @@ function reconnectDelay(attempt: number): number {
  * than a clear error), and the subscriber resubscribes itself after every reconnect so the
  * hub knows exactly when it is listening again.
  */
-export class RedisTransport implements Transport {
+export class RedisTransport implements Transport, TicketStore, QuotaStore {
   readonly name = 'redis';
   /** One pattern for all kinds, so messages on unknown kinds are seen (and counted) too. */
   private readonly pattern: string;
@@ -170,6 +171,11 @@ export class RedisTransport implements Transport {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Publish quotas on the publishing connection, so every replica counts against one window. */
+  takeQuota(name: string, limits: PublishQuotaLimits, bytes: number): Promise<number> {
+    return this.events.takeQuota(name, limits, bytes);
   }
 
   private historyReaderReady(timeoutMs: number): Promise<void> {

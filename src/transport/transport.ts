@@ -3,6 +3,7 @@ import type { HistorySource } from '../history/history';
 import type { EventKind } from '../routing';
 import type { RejectReason } from '../wire/envelope';
 import type { HubLogger } from '../log';
+import type { PublishQuotaLimits } from '../limits';
 
 /**
  * One event as it enters the hub: its kind known, its user id, id and event bytes checked at
@@ -106,6 +107,19 @@ export interface TicketStore {
 export function hasTicketStore<T extends object>(transport: T): transport is T & TicketStore {
   const candidate = transport as Partial<TicketStore>;
   return typeof candidate.putTicket === 'function' && typeof candidate.takeTicket === 'function';
+}
+
+/**
+ * A capability of stores every replica shares: publish quota windows counted once for all
+ * replicas. Answers 0 when a publish of `bytes` is admitted (and counted), else the milliseconds
+ * until the principal's window ends.
+ */
+export interface QuotaStore {
+  takeQuota(name: string, limits: PublishQuotaLimits, bytes: number): Promise<number>;
+}
+
+export function hasQuotaStore<T extends object>(transport: T): transport is T & QuotaStore {
+  return typeof (transport as Partial<QuotaStore>).takeQuota === 'function';
 }
 
 export function hasLivePosition<T extends object>(transport: T): transport is T & LivePosition {

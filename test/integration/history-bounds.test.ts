@@ -9,7 +9,7 @@ import { migrateOutbox } from '../../src/transport/postgres-schema';
 import { RedisEvents } from '../../src/transport/redis-events';
 import { metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedis } from '../helpers/redis-server';
-import { SHARED_DATABASE_URL, dropSchema, uniqueSchema } from '../helpers/postgres-server';
+import { SHARED_DATABASE_URL, connectPg, dropSchema, uniqueSchema } from '../helpers/postgres-server';
 import { openStream, type SseStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
 import { until, uid } from '../helpers/wait';
@@ -17,7 +17,7 @@ import { until, uid } from '../helpers/wait';
 /**
  * The bounds that keep one user from occupying the store or a replica: a per-user history byte
  * budget and paged history reads on every store; paged, bounded replays in a running hub while
- * other users publish.
+ * other users publish; publish quotas and the kinds a user may publish on the webhook.
  * Redis is a private server: the function library is global to a Redis, and other checkouts'
  * hubs on the shared one may load another version of it at any time.
  */
@@ -188,13 +188,17 @@ describe.each([
 const PAGE_BYTES = 256 * 1024;
 const BIG_EVENT_BYTES = 64 * 1024;
 
-async function status(hub: HubProcess, token: string, kind: string, body: string): Promise<number> {
-  const res = await fetch(`${hub.url}/api/v1/webhook/${kind}`, {
+async function postWebhook(hub: HubProcess, token: string, kind: string, body: string): Promise<Response> {
+  return fetch(`${hub.url}/api/v1/webhook/${kind}`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
     body,
     signal: AbortSignal.timeout(10_000),
   });
+}
+
+async function status(hub: HubProcess, token: string, kind: string, body: string): Promise<number> {
+  const res = await postWebhook(hub, token, kind, body);
   await res.body?.cancel();
   return res.status;
 }
@@ -265,5 +269,151 @@ describe('a resume of a maximal history on a hub (Redis)', () => {
     const bytes = (await metricValue(hub, 'ssehub_replay_bytes_total')) - bytesBefore;
     expect(bytes).toBe(4 * 64 * eventBytes);
     expect(pages).toBe(4 * 16);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the byte budget on a Postgres hub', () => {
+  const schema = uniqueSchema();
+  let hub: HubProcess;
+
+  beforeAll(async () => {
+    hub = await startReadyHub({
+      SSEHUB_TRANSPORT: 'postgres',
+      DATABASE_URL: SHARED_DATABASE_URL,
+      SSEHUB_PG_SCHEMA: schema,
+      SSEHUB_MAX_EVENT_BYTES: '2048',
+      SSEHUB_HISTORY_MAX_BYTES: String(BUDGET),
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    await hub?.stop();
+    await dropSchema(SHARED_DATABASE_URL, schema);
+  });
+
+  it('trims a user past the budget in the background; a resume from a trimmed id gets trimmed', async () => {
+    const user = uid('pg-budget');
+    const token = await mintToken(user);
+    const ids: string[] = [];
+    for (let n = 1; n <= 12; n++) {
+      const pad = 'x'.repeat(EVENT_BYTES - `{"n":${n},"pad":""}`.length);
+      const res = await postWebhook(hub, token, 'agui', JSON.stringify({ user_id: user, n, pad }));
+      expect(res.status).toBe(202);
+      ids.push(((await res.json()) as { id: string }).id);
+    }
+    const client = await connectPg(SHARED_DATABASE_URL);
+    try {
+      // Rows are trimmed once they are older than the grace the live readers get.
+      await until(
+        async () => {
+          const rows = await client.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM "${schema}".outbox WHERE user_id = $1`,
+            [user],
+          );
+          return rows.rows[0]?.n === 8;
+        },
+        30_000,
+        'the oldest four rows to be trimmed',
+      );
+    } finally {
+      await client.end();
+    }
+    const open = (from: string) =>
+      openStream(hub.url, '/api/v1/stream/agui', { token, headers: { 'Last-Event-ID': from } });
+    const trimmed = await open(ids[0] as string);
+    const [reset] = await trimmed.waitForEvents(1);
+    expect(JSON.parse(reset?.data ?? '{}')).toMatchObject({ type: 'reset', reason: 'trimmed' });
+    const kept = await open(ids[3] as string);
+    const replayed = await kept.waitForEvents(8);
+    expect(replayed.map((e) => JSON.parse(e.data).n)).toEqual([5, 6, 7, 8, 9, 10, 11, 12]);
+    trimmed.close();
+    kept.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('what a token may publish on the webhook', () => {
+  const QUOTA = {
+    SSEHUB_PUBLISH_QUOTA_EVENTS: '3',
+    SSEHUB_PUBLISH_QUOTA_BYTES: '2048',
+    SSEHUB_MAX_EVENT_BYTES: '1024',
+  };
+  const prefix = uniquePrefix();
+  let memoryHub: HubProcess;
+  let redisHubs: [HubProcess, HubProcess];
+
+  beforeAll(async () => {
+    const redisEnv = { ...QUOTA, REDIS_URL: redisServer.url, SSEHUB_CHANNEL_PREFIX: prefix };
+    [memoryHub, ...redisHubs] = (await Promise.all([
+      startReadyHub(QUOTA),
+      startReadyHub(redisEnv),
+      startReadyHub(redisEnv),
+    ])) as [HubProcess, HubProcess, HubProcess];
+  }, 30_000);
+
+  afterAll(async () => {
+    await Promise.all([memoryHub, ...(redisHubs ?? [])].map((hub) => hub?.stop()));
+  });
+
+  const body = (user: string, extra: Record<string, unknown> = {}) => JSON.stringify({ user_id: user, ...extra });
+
+  it('lets users publish only their own agui and a2a events; system and analytics need the service role', async () => {
+    const user = uid('kinds');
+    const own = await mintToken(user);
+    const service = await mintToken('svc', { roles: ['service'] });
+    const admin = await mintToken(user, { roles: ['admin'] });
+    const refusedBefore = await metricValue(memoryHub, 'ssehub_publish_forbidden_total{reason="kind"}');
+    expect(await status(memoryHub, own, 'agui', body(user))).toBe(202);
+    expect(await status(memoryHub, own, 'a2a', body(user))).toBe(202);
+    expect(await status(memoryHub, own, 'system', body(user))).toBe(403);
+    expect(await status(memoryHub, own, 'analytics', body(user))).toBe(403);
+    expect(await status(memoryHub, admin, 'system', body(user))).toBe(403);
+    const res = await postWebhook(memoryHub, own, 'system', body(user));
+    expect(await res.json()).toEqual({ error: 'publishing system events needs the service role' });
+    expect(await status(memoryHub, service, 'system', body(user))).toBe(202);
+    expect(await status(memoryHub, service, 'analytics', body(user))).toBe(202);
+    expect((await metricValue(memoryHub, 'ssehub_publish_forbidden_total{reason="kind"}')) - refusedBefore).toBe(4);
+  });
+
+  it('answers 429 with Retry-After once a user has published its events or bytes for the window', async () => {
+    const byCount = uid('count');
+    const byBytes = uid('bytes');
+    const countToken = await mintToken(byCount);
+    const bytesToken = await mintToken(byBytes);
+    const refusedBefore = await metricValue(memoryHub, 'ssehub_publish_quota_refusals_total');
+    for (let n = 0; n < 3; n++) expect(await status(memoryHub, countToken, 'agui', body(byCount, { n }))).toBe(202);
+    const refused = await postWebhook(memoryHub, countToken, 'a2a', body(byCount));
+    expect(refused.status).toBe(429);
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+    await refused.body?.cancel();
+    // Bytes: two events of 900 bytes fit 2048, a third does not.
+    const large = body(byBytes, { pad: 'x'.repeat(900 - 10) });
+    expect([
+      await status(memoryHub, bytesToken, 'agui', large),
+      await status(memoryHub, bytesToken, 'agui', large),
+      await status(memoryHub, bytesToken, 'agui', large),
+    ]).toEqual([202, 202, 429]);
+    expect((await metricValue(memoryHub, 'ssehub_publish_quota_refusals_total')) - refusedBefore).toBe(2);
+    // The service role is exempt, also when it publishes for a user who is over quota.
+    const service = await mintToken('svc', { roles: ['service'] });
+    for (let n = 0; n < 5; n++) expect(await status(memoryHub, service, 'agui', body(byCount, { n }))).toBe(202);
+  });
+
+  it('counts one quota across the replicas of one Redis', async () => {
+    const user = uid('shared');
+    const token = await mintToken(user);
+    const [a, b] = redisHubs;
+    expect([
+      await status(a, token, 'agui', body(user)),
+      await status(b, token, 'agui', body(user)),
+      await status(a, token, 'agui', body(user)),
+      await status(b, token, 'agui', body(user)),
+      await status(a, token, 'agui', body(user)),
+    ]).toEqual([202, 202, 202, 429, 429]);
   });
 });

@@ -80,15 +80,16 @@ describe('configuration', () => {
       historyRetryMinMs: 500,
       historyRetryMaxMs: 30_000,
     });
-    expect(problems({ SSEHUB_REPLAY_PAGE_EVENTS: '0', SSEHUB_HOLD_MAX_BYTES: '10' })).toEqual([
+    expect(problems({ SSEHUB_REPLAY_PAGE_EVENTS: '0', SSEHUB_PUBLISH_QUOTA_WINDOW_MS: '10' })).toEqual([
       expect.stringContaining('SSEHUB_REPLAY_PAGE_EVENTS must be between'),
-      expect.stringContaining('SSEHUB_HOLD_MAX_BYTES must be between'),
+      expect.stringContaining('SSEHUB_PUBLISH_QUOTA_WINDOW_MS must be between'),
     ]);
     expect(
       problems({
         SSEHUB_MAX_EVENT_BYTES: '2097152',
         SSEHUB_HISTORY_MAX_BYTES: '1048576',
         SSEHUB_REPLAY_REPLICA_BYTES: '1048576',
+        SSEHUB_PUBLISH_QUOTA_BYTES: '1048576',
         SSEHUB_HISTORY_RETRY_MIN_MS: '2000',
         SSEHUB_HISTORY_RETRY_MAX_MS: '1000',
       }),
@@ -96,6 +97,7 @@ describe('configuration', () => {
       expect.stringContaining('SSEHUB_HISTORY_MAX_BYTES must be at least SSEHUB_MAX_EVENT_BYTES'),
       expect.stringContaining('SSEHUB_REPLAY_REPLICA_BYTES must be at least'),
       expect.stringContaining('SSEHUB_HISTORY_RETRY_MAX_MS must be at least'),
+      expect.stringContaining('SSEHUB_PUBLISH_QUOTA_BYTES must be at least SSEHUB_MAX_EVENT_BYTES'),
     ]);
   });
 
