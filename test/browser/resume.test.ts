@@ -31,7 +31,13 @@ async function recoveryTimes(tabs: Tab[], since: number): Promise<number[]> {
 /** Reloads, replica restarts and proxy outages: every tab resumes where it was, by itself. */
 describeInChromium('browser client: resume', () => {
   const prefix = uniquePrefix();
-  const env = { REDIS_URL: SHARED_REDIS_URL, SSEHUB_CHANNEL_PREFIX: prefix, SSEHUB_DRAIN_MS: '1000' };
+  const env = {
+    REDIS_URL: SHARED_REDIS_URL,
+    SSEHUB_CHANNEL_PREFIX: prefix,
+    SSEHUB_DRAIN_MS: '1000',
+    // Short heartbeats let a frozen stream be noticed in about a second (2.5 of them).
+    SSEHUB_HEARTBEAT_MS: '500',
+  };
   let hubA: HubProcess;
   let hubB: HubProcess;
   let app: AppServer;
@@ -65,11 +71,49 @@ describeInChromium('browser client: resume', () => {
       await sleep(1000);
       await publisher.stop();
       await waitForDelivery(tabs, publisher.lastSeq);
-      for (const tab of tabs) expectEveryEventOnce(tab, publisher.lastSeq);
+      for (const tab of tabs) await expectEveryEventOnce(tab, publisher.lastSeq);
       console.log(`[browser] reload at 50 events/s: 3 tabs got events 1..${publisher.lastSeq} once each, no gap`);
     } finally {
       publisher.close();
       await Promise.all([alone.close(), pair.close()]);
+    }
+  }, 60_000);
+
+  it('a replica that hangs (no heartbeats, connection open) is left for another, and nothing is lost', async () => {
+    const user = 'stall';
+    const token = await mintToken(user);
+    const publisher = new Publisher(prefix, user);
+    const origin = await Origin.open(browser, app);
+    try {
+      const tabs = await origin.openTabs(2, { token, heartbeatMs: '500' });
+      await waitForOpen(tabs);
+      publisher.start(50);
+      await sleep(500);
+      // The process stops answering but its sockets stay open; the load balancer takes it out of rotation.
+      const frozenAt = Date.now();
+      hubA.child.kill('SIGSTOP');
+      app.upstreams = [hubB.url];
+      let recovered: number[];
+      try {
+        recovered = await recoveryTimes(tabs, frozenAt);
+      } finally {
+        hubA.child.kill('SIGCONT');
+        app.upstreams = [hubA.url, hubB.url];
+      }
+      await sleep(500);
+      await publisher.stop();
+      await waitForDelivery(tabs, publisher.lastSeq);
+      for (const tab of tabs) await expectEveryEventOnce(tab, publisher.lastSeq);
+      const stalls = tabs.map(
+        (t) => t.records.filter((r) => r.type === 'status' && r.status.reason === 'stalled').length,
+      );
+      expect(stalls.every((n) => n >= 1)).toBe(true);
+      console.log(
+        `[browser] hung replica (heartbeat 500 ms): stall detected, open again after ${recovered.join(', ')} ms, nothing lost`,
+      );
+    } finally {
+      publisher.close();
+      await origin.close();
     }
   }, 60_000);
 
@@ -129,7 +173,7 @@ describeInChromium('browser client: resume', () => {
       await sleep(500);
       await publisher.stop();
       await waitForDelivery(tabs, publisher.lastSeq);
-      for (const tab of tabs) expectEveryEventOnce(tab, publisher.lastSeq);
+      for (const tab of tabs) await expectEveryEventOnce(tab, publisher.lastSeq);
       console.log(
         `[browser] replica restart: tabs open again after ${afterRestart.join(', ')} ms; ` +
           `5 s of 502: open again ${afterOutage.join(', ')} ms after the proxy recovered; ` +

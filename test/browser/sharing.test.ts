@@ -100,7 +100,7 @@ describeInChromium('browser client: one stream per origin', () => {
       await sleep(1500);
       await publisher.stop();
       await waitForDelivery(survivors, publisher.lastSeq);
-      for (const tab of survivors) expectEveryEventOnce(tab, publisher.lastSeq);
+      for (const tab of survivors) await expectEveryEventOnce(tab, publisher.lastSeq);
       expect(await streamConnections([hub])).toBe(1);
       console.log(
         `[browser] leader closed at 50 events/s: a new leader within ${tookOverMs} ms; ` +

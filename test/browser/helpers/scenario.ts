@@ -20,6 +20,7 @@ export interface PageParams {
   share?: 'auto' | 'shared-worker' | 'leader-election' | 'none';
   url?: string;
   last?: string;
+  heartbeatMs?: string;
 }
 
 /** One browser profile on the app's origin: its tabs share storage, workers and locks. */
@@ -77,10 +78,12 @@ export const seqOf = (id: string): number => Number(id.slice(id.lastIndexOf('-')
 
 /**
  * The tab's events have no gap and no repeat, and end at `lastSeq`: with per-user ids counting up
- * by one and only this test publishing to its user, that is "every event once".
+ * by one and only this test publishing to its user, that is "every event once". Read from the
+ * tab's own log, which survives reloads whole.
  */
-export function expectEveryEventOnce(tab: Tab, lastSeq: number): void {
-  const seqs = events(tab).map((e) => e.seq);
+export async function expectEveryEventOnce(tab: Tab, lastSeq: number): Promise<void> {
+  const log = await tab.page.evaluate<string>("sessionStorage.getItem('harness:ids') ?? ''");
+  const seqs = log.split(' ').filter(Boolean).map(seqOf);
   const problems: string[] = [];
   for (let i = 1; i < seqs.length; i++) {
     const [prev, cur] = [seqs[i - 1] as number, seqs[i] as number];
