@@ -48,6 +48,8 @@ export interface TicketOptions {
   kinds?: readonly EventKind[];
   headers?: () => Record<string, string> | Promise<Record<string, string>>;
   credentials?: RequestCredentials;
+  /** A ticket request that takes longer is given up and retried with the connection's backoff (default 10 s). */
+  timeoutMs?: number;
 }
 
 /** A `ticket` function for `connect`: POSTs for a one-use stream ticket before every connect. */
@@ -58,6 +60,8 @@ export function ticketFetcher(options: TicketOptions = {}): () => Promise<string
       credentials: options.credentials ?? 'same-origin',
       headers: { 'Content-Type': 'application/json', ...(await options.headers?.()) },
       body: JSON.stringify(options.kinds ? { kinds: options.kinds } : {}),
+      // A request a proxy never answers must not hold every reconnect behind it.
+      signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
     });
     if (!response.ok) throw new TicketError(`ticket request failed with ${response.status}`, response.status);
     const body = (await response.json()) as { ticket?: unknown };

@@ -21,12 +21,15 @@ export class CorsPolicy {
   /**
    * The request comes from a page of another site: it names an Origin that is not this
    * server's own. Browsers send Origin on every cross-origin request (and on POSTs), which is
-   * what a forged request from another site carries.
+   * what a forged request from another site carries. Behind a proxy that rewrites Host, the
+   * host the browser saw is in X-Forwarded-Host; a page of another site cannot set that header
+   * without a preflight, which is refused.
    */
   isCrossOrigin(req: IncomingMessage): boolean {
     const origin = req.headers.origin;
     if (origin === undefined) return false;
-    const host = req.headers.host;
+    const forwarded = req.headers['x-forwarded-host'];
+    const host = (typeof forwarded === 'string' ? forwarded.split(',')[0]?.trim() : undefined) || req.headers.host;
     if (host === undefined) return true;
     try {
       return new URL(origin).host !== host;

@@ -148,6 +148,13 @@ describe('CORS and cross-site requests', () => {
     const own = await openStream(hub.url, '/api/v1/stream/agui', { cookie });
     expect(own.status).toBe(200);
     for (const s of [...forged, own]) s.close();
+    // Behind a proxy that rewrites Host, the page's own origin is the forwarded host.
+    const proxied = await openStream(hub.url, '/api/v1/stream/agui', {
+      cookie,
+      headers: { Origin: 'https://hub.example.com', 'X-Forwarded-Host': 'hub.example.com' },
+    });
+    expect(proxied.status).toBe(200);
+    proxied.close();
     // A bearer token cannot be forged by another site, so it needs no allowed origin.
     expect(await statusOf(hub, '/api/v1/stream/agui', { Origin: EVIL_ORIGIN, ...(await bearer(user)) })).toBe(200);
   });

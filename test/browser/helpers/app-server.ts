@@ -84,10 +84,13 @@ export class AppServer {
       res.writeHead(502, { 'Content-Type': 'text/html' }).end('<html><body><h1>502 Bad Gateway</h1></body></html>');
       return;
     }
-    this.proxy(req, res, [...this.upstreams]);
+    // Buffered, as a load balancer does, so that a request can go to the next upstream whole.
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    this.proxy(req, Buffer.concat(chunks), res, [...this.upstreams]);
   }
 
-  private proxy(req: IncomingMessage, res: ServerResponse, candidates: string[]): void {
+  private proxy(req: IncomingMessage, body: Buffer, res: ServerResponse, candidates: string[]): void {
     const upstream = candidates.shift();
     if (upstream === undefined) {
       res.writeHead(502, { 'Content-Type': 'text/html' }).end('<html><body>no upstream</body></html>');
@@ -96,7 +99,7 @@ export class AppServer {
     const target = new URL(req.url ?? '/', upstream);
     const outgoing = request(
       target,
-      { method: req.method, headers: { ...req.headers, host: target.host } },
+      { method: req.method, headers: { ...req.headers, host: target.host, 'x-forwarded-host': req.headers.host } },
       (answer) => {
         if ((answer.headers['content-type'] ?? '').startsWith('text/event-stream')) this.streaming.add(req.socket);
         res.writeHead(answer.statusCode ?? 502, answer.headers);
@@ -107,10 +110,10 @@ export class AppServer {
       },
     );
     outgoing.on('error', (error: NodeJS.ErrnoException) => {
-      if (!res.headersSent && error.code === 'ECONNREFUSED') return this.proxy(req, res, candidates);
+      if (!res.headersSent && error.code === 'ECONNREFUSED') return this.proxy(req, body, res, candidates);
       res.destroy();
     });
     res.on('close', () => outgoing.destroy());
-    req.pipe(outgoing);
+    outgoing.end(body);
   }
 }
