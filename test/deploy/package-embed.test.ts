@@ -16,7 +16,16 @@ import { ROOT, repoPath } from './helpers';
 const run = promisify(execFile);
 
 /** The subpaths README.md and package.json document; nothing else may be importable. */
-const DOCUMENTED_EXPORTS = ['.', './koa', './redis', './postgres', './publisher', './package.json'];
+const DOCUMENTED_EXPORTS = [
+  '.',
+  './koa',
+  './redis',
+  './postgres',
+  './publisher',
+  './client',
+  './client/worker',
+  './package.json',
+];
 
 /**
  * npm's own variables from an enclosing `npm test` would point a nested `npm install` at this
