@@ -7,6 +7,8 @@ import { VerifiedTokens } from './verified-tokens';
 export const ROLE_ADMIN = 'admin';
 export const ROLE_SERVICE = 'service';
 
+const NO_ROLES: ReadonlySet<string> = new Set();
+
 /** Who a verified token speaks for. */
 export interface Principal {
   userId: string;
@@ -100,9 +102,9 @@ class JoseVerifier implements TokenVerifier {
     if (validateUserId(userId))
       throw new AuthError(401, `token's "${this.config.userClaim}" claim is not a valid user id`);
     const rolesClaim = payload.roles;
-    const roles = new Set(
-      Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : [],
-    );
+    const named = Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : [];
+    // Most users have no role: one shared empty set keeps each remembered principal small.
+    const roles = named.length === 0 ? NO_ROLES : new Set(named);
     // Streams stay open as long as verification itself would accept the token; closing earlier
     // would send a client with a token inside the tolerance into a reconnect loop.
     const expiresAt = ((payload.exp as number) + this.config.clockToleranceSec) * 1000;
