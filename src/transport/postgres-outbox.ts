@@ -68,6 +68,8 @@ export class Outbox {
   private readonly historySql: string;
   private readonly pruneSql: string;
   private readonly trimSql: string;
+  private readonly putTicketSql: string;
+  private readonly takeTicketSql: string;
 
   constructor(
     private readonly pool: Pool,
@@ -75,6 +77,12 @@ export class Outbox {
   ) {
     const s = quoteIdent(schema);
     this.publishSql = `SELECT ${s}.publish($1, $2, $3) AS id`;
+    // Expired tickets nobody redeemed go with the next issue: the table holds about a TTL's worth.
+    this.putTicketSql = `WITH expired AS (DELETE FROM ${s}.tickets WHERE expires_at < clock_timestamp())
+      INSERT INTO ${s}.tickets (key, value, expires_at)
+      VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond')`;
+    this.takeTicketSql = `DELETE FROM ${s}.tickets WHERE key = $1
+      RETURNING value, expires_at > clock_timestamp() AS live`;
     // One statement, one snapshot: the horizon, retention marks, count and page agree with each
     // other. Only rows of transactions older than every running one are read, as the live reader
     // does. The count stops at the replay cap and reads only the index; the page stops at its
@@ -248,6 +256,17 @@ export class Outbox {
   }
 
   /** Deletes expired rows in batches; resolves with how many went. */
+  async putTicket(key: string, value: string, ttlMs: number): Promise<void> {
+    await this.pool.query(this.putTicketSql, [key, value, ttlMs]);
+  }
+
+  /** Deleted as it is read, so a second take of the same ticket finds nothing. */
+  async takeTicket(key: string): Promise<string | undefined> {
+    const result = await this.pool.query<{ value: string; live: boolean }>(this.takeTicketSql, [key]);
+    const row = result.rows[0];
+    return row?.live ? row.value : undefined;
+  }
+
   async prune(ttlMs: number, batch = 5000): Promise<number> {
     let total = 0;
     for (;;) {

@@ -4,7 +4,7 @@ import { EVENT_KINDS } from '../routing';
 import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../wire/envelope';
 
 /** Bumped whenever the objects below change; replicas only ever migrate forward. */
-export const OUTBOX_SCHEMA_VERSION = 2;
+export const OUTBOX_SCHEMA_VERSION = 3;
 
 /**
  * For the hub's own sessions. The outbox queries are small index scans, but on a young table
@@ -63,6 +63,12 @@ function objects(schema: string, serverVersion: number): string[] {
       id bigint NOT NULL
     )`,
     `CREATE INDEX IF NOT EXISTS trims_position ON ${s}.trims (tx, id)`,
+    // Stream tickets (a hash of each, never the ticket): issued by one replica, redeemed once on any.
+    `CREATE TABLE IF NOT EXISTS ${s}.tickets (
+      key text PRIMARY KEY,
+      value text NOT NULL,
+      expires_at timestamptz NOT NULL
+    )`,
     `CREATE OR REPLACE FUNCTION ${s}.publish(kind text, user_id text, event text) RETURNS text
     LANGUAGE plpgsql VOLATILE AS $fn$
     #variable_conflict use_variable

@@ -6,7 +6,13 @@ import type { EventKind } from '../routing';
 import { Outbox } from './postgres-outbox';
 import { OutboxReader } from './postgres-reader';
 import { SESSION_OPTIONS, migrateOutbox } from './postgres-schema';
-import { TransportUnavailableError, type Published, type Transport, type TransportHandler } from './transport';
+import {
+  TransportUnavailableError,
+  type Published,
+  type TicketStore,
+  type Transport,
+  type TransportHandler,
+} from './transport';
 
 export interface PostgresTransportOptions {
   /** postgres://user:password@host:5432/database */
@@ -40,7 +46,7 @@ const BUDGET_TRIM_GRACE_MS = 5000;
  * inserted its row commits, and every replica reads every committed row exactly once, in one
  * order, from the table (NOTIFY only wakes them). Resume reads the same table.
  */
-export class PostgresTransport implements Transport {
+export class PostgresTransport implements Transport, TicketStore {
   readonly name = 'postgres';
   private readonly pool: Pool;
   private readonly outbox: Outbox;
@@ -100,6 +106,14 @@ export class PostgresTransport implements Transport {
   async publish(kind: EventKind, userId: string, event: Buffer): Promise<Published> {
     if (this.closing) throw new TransportUnavailableError('postgres transport is closed');
     return this.outbox.publish(kind, userId, event);
+  }
+
+  putTicket(key: string, value: string, ttlMs: number): Promise<void> {
+    return this.outbox.putTicket(key, value, ttlMs);
+  }
+
+  takeTicket(key: string): Promise<string | undefined> {
+    return this.outbox.takeTicket(key);
   }
 
   readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {

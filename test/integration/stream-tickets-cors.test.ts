@@ -1,4 +1,5 @@
 import { SHARED_REDIS_URL, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
+import { SHARED_DATABASE_URL, dropSchema, uniqueSchema } from '../helpers/postgres-server';
 import { openStream, sleep } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
 import { uid } from '../helpers/wait';
@@ -91,6 +92,30 @@ describe('stream tickets across two replicas on Redis', () => {
   it('issues tickets only to authenticated requests', async () => {
     expect((await ticketFor(a, {})).status).toBe(401);
     expect((await ticketFor(a, { authorization: 'Bearer nonsense' })).status).toBe(401);
+  });
+});
+
+describe('stream tickets across two replicas on the Postgres outbox', () => {
+  const schema = uniqueSchema();
+  const hubs: HubProcess[] = [];
+
+  beforeAll(async () => {
+    const env = { SSEHUB_TRANSPORT: 'postgres', DATABASE_URL: SHARED_DATABASE_URL, SSEHUB_PG_SCHEMA: schema };
+    hubs.push(await startReadyHub(env));
+    hubs.push(await startReadyHub(env));
+  });
+
+  afterAll(async () => {
+    await Promise.all(hubs.map((hub) => hub.stop()));
+    await dropSchema(SHARED_DATABASE_URL, schema);
+  });
+
+  it('redeems on one replica, once, a ticket the other issued', async () => {
+    const [a, b] = hubs as [HubProcess, HubProcess];
+    const issued = await ticketFor(a, await bearer(uid('pg')));
+    expect(issued.status).toBe(201);
+    expect(await statusOf(b, `/api/v1/stream/agui?ticket=${issued.ticket}`)).toBe(200);
+    expect(await statusOf(a, `/api/v1/stream/agui?ticket=${issued.ticket}`)).toBe(401);
   });
 });
 
