@@ -50,10 +50,15 @@ export interface StreamGuard extends Disposable {
 function requestedLastEventId(req: IncomingMessage): string | undefined {
   const header = req.headers['last-event-id'];
   if (typeof header === 'string' && header !== '') return header;
-  const query = req.url?.indexOf('?') ?? -1;
-  if (query === -1 || req.url === undefined) return undefined;
-  const value = new URLSearchParams(req.url.slice(query + 1)).get('last_event_id');
-  return value === null || value === '' ? undefined : value;
+  const query = queryParameter(req, 'last_event_id');
+  return query === '' ? undefined : query;
+}
+
+function queryParameter(req: IncomingMessage, name: string): string | undefined {
+  const url = req.url ?? '';
+  const query = url.indexOf('?');
+  if (query === -1) return undefined;
+  return new URLSearchParams(url.slice(query + 1)).get(name) ?? undefined;
 }
 
 /**
@@ -158,13 +163,6 @@ export interface StreamRequestDeps {
   log: HubLogger;
   tickets: StreamTickets;
   cors: CorsPolicy;
-}
-
-function queryParameter(req: IncomingMessage, name: string): string | undefined {
-  const url = req.url ?? '';
-  const query = url.indexOf('?');
-  if (query === -1) return undefined;
-  return new URLSearchParams(url.slice(query + 1)).get(name) ?? undefined;
 }
 
 /** The `kinds` a multiplexed stream request names, checked; undefined when it names none. */
