@@ -36,6 +36,8 @@ export {
   TransportUnavailableError,
   PublishOutcomeUnknownError,
   hasLivePosition,
+  hasTicketStore,
+  hasQuotaStore,
   type Transport,
   type TransportHandler,
   type InboundEvent,
