@@ -31,6 +31,12 @@ const READ_WAIT_MS = 2000;
 const HISTORY_READ_TIMEOUT_MS = 10_000;
 
 const DEFAULT_CHANNEL_PREFIX = 'ssehub';
+/**
+ * A frozen Redis (SIGSTOP, a stalled host) keeps its sockets open and answers nothing: a PING
+ * unanswered this long marks the subscription down, so readiness turns 503 within about two
+ * intervals instead of after client timeouts.
+ */
+const LIVENESS_INTERVAL_MS = 1000;
 
 function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (char) => `\\${char}`);
@@ -132,7 +138,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore {
     this.subscriber
       .connect()
       .catch((err: Error) => this.log.warn({ err: err.message }, 'redis subscriber not connected yet'));
-    const interval = this.options.livenessIntervalMs ?? 5000;
+    const interval = this.options.livenessIntervalMs ?? LIVENESS_INTERVAL_MS;
     this.livenessTimer = setInterval(() => {
       void this.probe(interval);
       void this.probeCommandConnection(

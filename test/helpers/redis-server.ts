@@ -71,6 +71,11 @@ export class OwnRedis {
     }
   }
 
+  /** Sends the server a signal: SIGSTOP freezes it (connections stay open, nothing answers), SIGCONT thaws it. */
+  signal(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+
   async stop(): Promise<void> {
     const child = this.child;
     // A SIGKILLed child has a signalCode and no exitCode; waiting for its 'exit' again would hang.

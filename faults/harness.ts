@@ -1,0 +1,320 @@
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { comparePositions, parseEventId } from '../src/history/event-id';
+import { startReadyHub, type HubProcess } from '../test/helpers/hub-process';
+import { OwnRedis } from '../test/helpers/redis-server';
+import { ResumingClient } from '../test/helpers/resuming-client';
+import { sleep } from '../test/helpers/sse-client';
+import { mintToken } from '../test/helpers/tokens';
+
+/** One row of the published table. */
+export interface FaultRow {
+  scenario: string;
+  acknowledged: number;
+  /** Publishes whose outcome the hub could not know (504): neither counted as lost nor as acknowledged. */
+  unknown: number;
+  delivered: number;
+  lost: number;
+  duplicated: number;
+  resets: number;
+  /** From the fault to the first replica reporting not ready; undefined when none did. */
+  detectMs: number | undefined;
+  /** From the end of the fault to every replica ready and every stream taking events again. */
+  recoverMs: number | undefined;
+  peakRssMb: number;
+  pass: boolean;
+  why: string;
+}
+
+export interface Criteria {
+  /** Events may be lost if the stream was told with an in-band reset (the store itself lost them). */
+  resetAllowed: boolean;
+  recoverWithinMs: number;
+  /** How soon a replica must report itself not ready, where the fault makes it unable to serve. */
+  detectWithinMs?: number;
+  /** Peak resident memory any replica may reach. */
+  maxRssMb: number;
+}
+
+const READY_POLL_MS = 100;
+
+function rssMb(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Replicas on a Redis of their own, one browser-like stream per user that follows them across
+ * failures, and a steady publisher through the webhooks: a fault is injected into this, and the
+ * row says what the users saw.
+ */
+export class FaultBench {
+  readonly hubs: HubProcess[] = [];
+  readonly clients: ResumingClient[] = [];
+  private readonly acknowledged = new Map<string, string[]>();
+  private unknown = 0;
+  private publishing = false;
+  private publisher: Promise<void> | undefined;
+  private sequence = 0;
+  private peakRss = 0;
+  private sampler: NodeJS.Timeout | undefined;
+  private readySince: number | undefined;
+  private notReadyAt: number | undefined;
+  private service = '';
+
+  private constructor(
+    readonly redis: OwnRedis,
+    private readonly env: Record<string, string>,
+    readonly users: string[],
+  ) {}
+
+  static async start(options: { replicas: number; users: number; persistence?: 'none' | 'aof' }): Promise<FaultBench> {
+    const redis = await OwnRedis.start({ persistence: options.persistence ?? 'none' });
+    const env = { REDIS_URL: redis.url, SSEHUB_DRAIN_MS: '1000' };
+    const users = Array.from({ length: options.users }, (_, i) => `fault-user-${i}`);
+    const bench = new FaultBench(redis, env, users);
+    bench.service = await mintToken('fault-publisher', { roles: ['service'] });
+    for (let i = 0; i < options.replicas; i++) bench.hubs.push(await startReadyHub(env));
+    for (const user of users) {
+      const client = new ResumingClient({
+        path: '/api/v1/stream/agui',
+        token: await mintToken(user),
+        replicas: () => bench.liveHubUrls(),
+        name: user,
+      });
+      bench.clients.push(client);
+    }
+    await Promise.all(bench.clients.map((client) => client.opened()));
+    bench.sampler = setInterval(() => bench.sample(), READY_POLL_MS);
+    return bench;
+  }
+
+  liveHubUrls(): string[] {
+    return this.hubs.filter((hub) => hub.child.exitCode === null && hub.child.signalCode === null).map((h) => h.url);
+  }
+
+  /** An admin connection to the bench's Redis, for CLIENT KILL, FLUSHALL and the like. */
+  async redisCommand(...args: string[]): Promise<unknown> {
+    const admin = new Redis(this.redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      return await admin.call(args[0] as string, ...args.slice(1));
+    } finally {
+      admin.disconnect();
+    }
+  }
+
+  async replaceHub(index: number, signal: NodeJS.Signals): Promise<void> {
+    await this.hubs[index]?.stop(signal);
+    this.hubs[index] = await startReadyHub(this.env);
+  }
+
+  startPublishing(perSecond: number): void {
+    this.publishing = true;
+    const interval = 1000 / perSecond;
+    this.publisher = (async () => {
+      while (this.publishing) {
+        const started = Date.now();
+        void this.publishOne();
+        await sleep(Math.max(0, interval - (Date.now() - started)));
+      }
+    })();
+  }
+
+  async stopPublishing(): Promise<void> {
+    this.publishing = false;
+    await this.publisher;
+    // Let publishes in flight finish (each times out within seconds).
+    await sleep(3500);
+  }
+
+  private async publishOne(): Promise<void> {
+    const seq = ++this.sequence;
+    const user = this.users[seq % this.users.length] as string;
+    for (const url of this.liveHubUrls()) {
+      try {
+        const res = await fetch(`${url}/api/v1/webhook/agui`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${this.service}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ user_id: user, type: 'FAULT', seq }),
+          signal: AbortSignal.timeout(8000),
+        });
+        if (res.status === 202) {
+          const { id } = (await res.json()) as { id: string };
+          const ids = this.acknowledged.get(user) ?? [];
+          ids.push(id);
+          this.acknowledged.set(user, ids);
+          return;
+        }
+        await res.body?.cancel();
+        if (res.status === 504) {
+          this.unknown++;
+          return;
+        }
+        // 503 (transport down, draining): not published; a publisher retries later.
+        return;
+      } catch {
+        // Refused (replica gone) or timed out: the next replica, as a client library would.
+      }
+    }
+  }
+
+  private sample(): void {
+    for (const hub of this.hubs) this.peakRss = Math.max(this.peakRss, rssMb(hub.child.pid));
+    void Promise.all(
+      this.liveHubUrls().map((url) =>
+        fetch(`${url}/readyz`, { signal: AbortSignal.timeout(READY_POLL_MS * 5) }).then(
+          (res) => res.status === 200,
+          () => false,
+        ),
+      ),
+    ).then((ready) => {
+      const all = ready.length > 0 && ready.every(Boolean);
+      const now = Date.now();
+      if (!all && this.notReadyAt === undefined) this.notReadyAt = now;
+      if (all && this.readySince === undefined) this.readySince = now;
+      if (!all) this.readySince = undefined;
+    });
+  }
+
+  /**
+   * Injects `fault` under load and measures: publishes for `warmupMs`, then the fault, then
+   * publishes until every replica is ready and every stream takes events again, then checks
+   * that each stream holds every acknowledged event of its user exactly once.
+   */
+  async run(scenario: string, criteria: Criteria, fault: () => Promise<void>): Promise<FaultRow> {
+    this.startPublishing(50);
+    await sleep(1000);
+    const faultAt = Date.now();
+    this.notReadyAt = undefined;
+    await fault();
+    const faultEnded = Date.now();
+    this.readySince = undefined;
+    const recoveredAt = await this.recovery(faultEnded + criteria.recoverWithinMs + 10_000);
+    await sleep(1000);
+    await this.stopPublishing();
+    await this.settle();
+    return this.row(scenario, criteria, {
+      detectMs: this.notReadyAt === undefined ? undefined : this.notReadyAt - faultAt,
+      recoverMs: recoveredAt === undefined ? undefined : recoveredAt - faultEnded,
+    });
+  }
+
+  /** When every replica is ready and an event published now reaches every stream. */
+  private async recovery(deadline: number): Promise<number | undefined> {
+    while (Date.now() < deadline) {
+      if (this.readySince !== undefined) {
+        const counts = this.clients.map((client) => client.events().length);
+        const ready = this.readySince;
+        while (Date.now() < deadline) {
+          if (this.clients.every((client, i) => client.events().length > (counts[i] ?? 0)))
+            return Math.max(ready, Date.now());
+          await sleep(50);
+        }
+      }
+      await sleep(50);
+    }
+    return undefined;
+  }
+
+  /** Waits until every stream has every acknowledged event of its user (or a while has passed). */
+  private async settle(): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      const complete = this.clients.every((client, i) => {
+        const expected = this.acknowledged.get(this.users[i] as string) ?? [];
+        const got = new Set(client.events().map((event) => event.id));
+        return expected.every((id) => got.has(id));
+      });
+      if (complete) return;
+      await sleep(100);
+    }
+  }
+
+  private row(
+    scenario: string,
+    criteria: Criteria,
+    times: { detectMs: number | undefined; recoverMs: number | undefined },
+  ): FaultRow {
+    let acknowledged = 0;
+    let delivered = 0;
+    let lost = 0;
+    let duplicated = 0;
+    let resets = 0;
+    let lostWithoutReset = 0;
+    this.clients.forEach((client, i) => {
+      const expected = this.acknowledged.get(this.users[i] as string) ?? [];
+      const received = client.events().map((event) => event.id);
+      const got = new Set(received);
+      const clientResets = client.resets();
+      acknowledged += expected.length;
+      delivered += received.length;
+      duplicated += received.length - got.size;
+      resets += clientResets.length;
+      for (const id of expected) {
+        if (got.has(id)) continue;
+        lost++;
+        // A loss the client was told of: a reset reached it after the event was acknowledged.
+        const told = clientResets.some((reset) => isAtOrAfter(reset.id, id) || epochOf(reset.id) !== epochOf(id));
+        if (!told) lostWithoutReset++;
+      }
+    });
+    const problems: string[] = [];
+    if (duplicated > 0) problems.push(`${duplicated} duplicated`);
+    if (criteria.resetAllowed ? lostWithoutReset > 0 : lost > 0) {
+      problems.push(`${criteria.resetAllowed ? lostWithoutReset : lost} lost without a reset`);
+    }
+    if (
+      criteria.detectWithinMs !== undefined &&
+      (times.detectMs === undefined || times.detectMs > criteria.detectWithinMs)
+    ) {
+      problems.push(`not detected within ${criteria.detectWithinMs} ms`);
+    }
+    if (times.recoverMs === undefined || times.recoverMs > criteria.recoverWithinMs) {
+      problems.push(`recovery over ${criteria.recoverWithinMs} ms`);
+    }
+    if (this.peakRss > criteria.maxRssMb) problems.push(`RSS ${this.peakRss.toFixed(0)} MB over ${criteria.maxRssMb}`);
+    return {
+      scenario,
+      acknowledged,
+      unknown: this.unknown,
+      delivered,
+      lost,
+      duplicated,
+      resets,
+      ...times,
+      peakRssMb: Math.round(this.peakRss),
+      pass: problems.length === 0,
+      why: problems.join('; '),
+    };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sampler);
+    for (const client of this.clients) client.close();
+    await Promise.all(this.hubs.map((hub) => hub.stop()));
+    await this.redis.destroy();
+  }
+}
+
+function epochOf(id: string): string | undefined {
+  return parseEventId(id)?.epoch;
+}
+
+function isAtOrAfter(a: string, b: string): boolean {
+  const left = parseEventId(a);
+  const right = parseEventId(b);
+  return left !== undefined && right !== undefined && left.epoch === right.epoch && comparePositions(left, right) >= 0;
+}
+
+export function formatRow(row: FaultRow): string {
+  const ms = (value: number | undefined) => (value === undefined ? '-' : String(value));
+  return `| ${row.scenario} | ${row.acknowledged} | ${row.unknown} | ${row.delivered} | ${row.lost} | ${row.duplicated} | ${row.resets} | ${ms(row.detectMs)} | ${ms(row.recoverMs)} | ${row.peakRssMb} | ${row.pass ? 'PASS' : `FAIL: ${row.why}`} |`;
+}
+
+export const TABLE_HEADER =
+  '| scenario | acknowledged | unknown (504) | delivered | lost | duplicated | resets | detect ms | recover ms | peak RSS MB | result |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|';
