@@ -46,6 +46,11 @@ export const LIMIT_SPECS = {
   publishQuotaWindowMs: { env: 'SSEHUB_PUBLISH_QUOTA_WINDOW_MS', default: 60_000, min: 1000, max: 86_400_000 },
   /** How long a stream ticket may wait to be redeemed. */
   ticketTtlMs: { env: 'SSEHUB_TICKET_TTL_MS', default: 30_000, min: 1000, max: 600_000 },
+  /**
+   * How long a client may take to send a request's headers and body. Seconds, not minutes: each
+   * slow request holds a socket and its buffers. Streams are not affected once their request is in.
+   */
+  requestTimeoutMs: { env: 'SSEHUB_REQUEST_TIMEOUT_MS', default: 10_000, min: 1000, max: 600_000 },
 } as const satisfies Record<string, LimitSpec>;
 
 export interface LimitSpec {

@@ -92,12 +92,21 @@ export class HubServer {
       authenticateWebhook: (ctx) => bearerOnly(ctx.req),
       cors,
     }).callback();
-    this.server = createServer((req, res) => {
-      if (!streams(req, res)) void koa(req, res);
-    });
+    this.server = createServer(
+      {
+        // Node counts both from a request's start (for a new connection, its accept) until the
+        // request is in, so a stream's long response is not cut, and a socket that never sends
+        // a request is closed too. Checked every second: Node's default is every 30 s.
+        requestTimeout: config.requestTimeoutMs,
+        headersTimeout: config.requestTimeoutMs,
+        connectionsCheckingInterval: 1000,
+      },
+      (req, res) => {
+        if (!streams(req, res)) void koa(req, res);
+      },
+    );
     // Above typical load-balancer idle timeouts, so pooled publisher connections are not cut mid-request.
     this.server.keepAliveTimeout = 65_000;
-    this.server.headersTimeout = 66_000;
   }
 
   async listen(): Promise<AddressInfo> {
