@@ -139,6 +139,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
     {
       maxEventBytes: limits.maxEventBytes,
       heartbeatMs: limits.heartbeatMs,
+      maxConnections: limits.maxConnections,
       maxConnectionsPerUser: limits.maxConnectionsPerUser,
       replayMax: limits.replayMax,
       replay: replayBounds(limits),

@@ -6,7 +6,7 @@ import { RESET_REASONS, type ResetReason } from './history/history';
 import type { CatchUpMetrics, CatchUpPurpose } from './delivery/catch-up';
 import { WAKE_SOURCES, type TransportMetrics, type WakeSource } from './transport/transport';
 
-export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'draining'] as const;
+export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'replica_full', 'draining'] as const;
 export type ConnectionRejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
 
 export const PUBLISH_FORBIDDEN_REASONS = ['other_user', 'kind'] as const;

@@ -14,6 +14,7 @@ import { Streams } from './streams';
 export interface HubCoreOptions {
   maxEventBytes: number;
   heartbeatMs: number;
+  maxConnections: number;
   maxConnectionsPerUser: number;
   /** Most events one catch-up sends before it answers with a reset instead. */
   replayMax: number;
@@ -54,6 +55,7 @@ export class HubCore {
     this.streams = new Streams(
       {
         heartbeatMs: options.heartbeatMs,
+        maxConnections: options.maxConnections,
         outbound: options.outbound,
         hold: { maxEvents: options.outbound.maxEvents, maxBytes: replay.holdMaxBytes },
       },
