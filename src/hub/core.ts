@@ -35,13 +35,13 @@ export class HubCore {
 
   constructor(
     options: HubCoreOptions,
-    transport: HistorySource & Pick<Transport, 'isListening'>,
+    transport: HistorySource & Pick<Transport, 'isListening' | 'idsCarryPublishTime'>,
     metrics: HubMetrics,
     log: HubLogger,
   ) {
     const { replay } = options;
     this.registry = new Registry(options.maxConnectionsPerUser);
-    this.dispatcher = new Dispatcher(this.registry, metrics, log);
+    this.dispatcher = new Dispatcher(this.registry, metrics, log, transport.idsCarryPublishTime === true);
     const catchUp = new CatchUp({
       history: transport,
       replayMax: options.replayMax,
