@@ -19,6 +19,10 @@ export interface JwtConfig {
 export interface Config extends HubLimits {
   port: number;
   host: string;
+  /** A listener of its own serving only `/metrics`; the public port then has none. */
+  metricsPort?: number;
+  /** Bearer token `/metrics` requires, wherever it is served. */
+  metricsToken?: string;
   production: boolean;
   logLevel: string;
   transport: TransportKind;
@@ -47,6 +51,8 @@ type Env = Record<string, string | undefined>;
 export const CONFIG_VARIABLES = [
   'PORT',
   'HOST',
+  'SSEHUB_METRICS_PORT',
+  'SSEHUB_METRICS_TOKEN',
   'NODE_ENV',
   'LOG_LEVEL',
   'SSEHUB_TRANSPORT',
@@ -208,9 +214,21 @@ export function loadConfig(env: Env = process.env): Config {
   if (problems.length === 0) {
     problems.push(...crossLimitProblems(limits, (name) => LIMIT_SPECS[name].env));
   }
+  const port = read.integer('PORT', 8080, 0, 65_535);
+  const metricsPort =
+    read.string('SSEHUB_METRICS_PORT') === undefined ? undefined : read.integer('SSEHUB_METRICS_PORT', 0, 0, 65_535);
+  if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === port) {
+    problems.push('SSEHUB_METRICS_PORT must differ from PORT');
+  }
+  const metricsToken = read.string('SSEHUB_METRICS_TOKEN');
+  if (metricsToken !== undefined && Buffer.byteLength(metricsToken) < 16) {
+    problems.push('SSEHUB_METRICS_TOKEN must be at least 16 bytes');
+  }
   const config: Config = {
     ...limits,
-    port: read.integer('PORT', 8080, 0, 65_535),
+    port,
+    metricsPort,
+    metricsToken,
     host: read.string('HOST') ?? '0.0.0.0',
     production,
     logLevel,

@@ -131,6 +131,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
   const metrics = new HubMetrics(
     {
       connections: (stream) => core?.registry.count(stream) ?? 0,
+      connectedUsers: () => core?.registry.userIds().size ?? 0,
       transportListening: () => transport.isListening(),
     },
     options.metrics,
@@ -139,6 +140,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
     {
       maxEventBytes: limits.maxEventBytes,
       heartbeatMs: limits.heartbeatMs,
+      maxConnections: limits.maxConnections,
       maxConnectionsPerUser: limits.maxConnectionsPerUser,
       replayMax: limits.replayMax,
       replay: replayBounds(limits),

@@ -5,7 +5,7 @@ import type { Authenticate } from './auth/principal';
 import { type Hub, internalsOf } from './create-hub';
 import type { HttpDeps } from './http/deps';
 import { errorResponses } from './http/errors';
-import { mountOps } from './http/ops';
+import { mountMetrics, mountOps } from './http/ops';
 import { mountStreams } from './http/streams';
 import { mountTickets } from './http/tickets';
 import { CorsPolicy, type CorsOptions } from './http/cors';
@@ -20,9 +20,12 @@ export interface KoaRoutesOptions {
    * Which routes to mount: the streams (`/api/v1/stream/*`, `/api/v1/analytics/stream`), the
    * webhooks (`POST /api/v1/webhook/:kind`) and the operations endpoints (`/health`,
    * `/livez`, `/readyz`, `/metrics`). Streams and webhooks by default; ops only when asked,
-   * since a host usually has its own.
+   * since a host usually has its own. `metrics` (by default as `ops`) leaves `/metrics` out
+   * when false, for a host that serves it elsewhere (`createMetricsApp`).
    */
-  routes?: { streams?: boolean; webhooks?: boolean; ops?: boolean };
+  routes?: { streams?: boolean; webhooks?: boolean; ops?: boolean; metrics?: boolean };
+  /** When set, `/metrics` answers only requests with `Authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
   /** Passed to @koa/router, e.g. `{ prefix: '/events' }`. */
   router?: RouterOptions;
   /** Origins allowed to open streams and ask for tickets from another site (credentials included). */
@@ -52,7 +55,21 @@ export function createKoaRouter(hub: Hub, options: KoaRoutesOptions): Router {
   }
   if (routes.webhooks) mountWebhooks(router, deps);
   if (routes.ops) mountOps(router, deps);
+  if (routes.metrics ?? routes.ops) mountMetrics(router, metrics, options.metricsToken);
   return router;
+}
+
+/** An app serving `/metrics` alone, for a listener of its own off the public port. */
+export function createMetricsApp(hub: Hub, options: { token?: string } = {}): Koa {
+  const KoaApp = require('koa') as typeof Koa;
+  const internals = internalsOf(hub);
+  const router = new Router();
+  router.use(errorResponses(internals.log));
+  mountMetrics(router, internals.metrics, options.token);
+  const app = new KoaApp();
+  app.silent = true;
+  app.use(router.routes());
+  return app;
 }
 
 /** A whole Koa app serving the hub's routes, ops included: what the stand-alone server runs. */

@@ -10,6 +10,8 @@ const MIB = 1024 * 1024;
 export const LIMIT_SPECS = {
   /** A heartbeat frame goes out after this long without a frame. */
   heartbeatMs: { env: 'SSEHUB_HEARTBEAT_MS', default: HEARTBEAT_INTERVAL_MS, min: 100, max: 3_600_000 },
+  /** Open streams on this replica, all users and streams together; past it a stream is refused with 503. */
+  maxConnections: { env: 'SSEHUB_MAX_CONNECTIONS', default: 50_000, min: 1, max: 10_000_000 },
   /** Open streams per user, per stream kind and replica. */
   maxConnectionsPerUser: { env: 'SSEHUB_MAX_CONNECTIONS_PER_USER', default: 10, min: 1, max: 100_000 },
   /** Frames one stream may queue behind a socket that refuses writes. */
@@ -46,6 +48,11 @@ export const LIMIT_SPECS = {
   publishQuotaWindowMs: { env: 'SSEHUB_PUBLISH_QUOTA_WINDOW_MS', default: 60_000, min: 1000, max: 86_400_000 },
   /** How long a stream ticket may wait to be redeemed. */
   ticketTtlMs: { env: 'SSEHUB_TICKET_TTL_MS', default: 30_000, min: 1000, max: 600_000 },
+  /**
+   * How long a client may take to send a request's headers and body. Seconds, not minutes: each
+   * slow request holds a socket and its buffers. Streams are not affected once their request is in.
+   */
+  requestTimeoutMs: { env: 'SSEHUB_REQUEST_TIMEOUT_MS', default: 10_000, min: 1000, max: 600_000 },
 } as const satisfies Record<string, LimitSpec>;
 
 export interface LimitSpec {

@@ -6,13 +6,16 @@ import { RESET_REASONS, type ResetReason } from './history/history';
 import type { CatchUpMetrics, CatchUpPurpose } from './delivery/catch-up';
 import { WAKE_SOURCES, type TransportMetrics, type WakeSource } from './transport/transport';
 
-export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'draining'] as const;
+export const CONNECTION_REJECT_REASONS = ['unauthorized', 'forbidden', 'over_cap', 'replica_full', 'draining'] as const;
 export type ConnectionRejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
 
 export const PUBLISH_FORBIDDEN_REASONS = ['other_user', 'kind'] as const;
 export type PublishForbiddenReason = (typeof PUBLISH_FORBIDDEN_REASONS)[number];
 
-/** The seed's dashboards label the aggregated stream "context"; keep that label value. */
+/**
+ * The seed's dashboards label the aggregated stream "context"; keep that label (name and value)
+ * so their series stay the same. Everywhere else the stream is named as its route: `contexts`.
+ */
 const CHANNEL_LABEL: Record<StreamKind, string> = {
   agui: 'agui',
   a2a: 'a2a',
@@ -23,6 +26,7 @@ const CHANNEL_LABEL: Record<StreamKind, string> = {
 
 export interface MetricsSources {
   connections(stream: StreamKind): number;
+  connectedUsers(): number;
   transportListening(): boolean;
 }
 
@@ -47,6 +51,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   private readonly published: Counter<'kind' | 'result'>;
   private readonly resubscribes: Counter;
   private readonly deliveryLatency: Histogram;
+  private readonly deliveryLag: Map<EventKind, Histogram.Internal<'kind'>>;
   private readonly historyReplayed: Counter;
   private readonly historyRecovered: Counter;
   private readonly historyResets: Counter<'reason'>;
@@ -66,11 +71,19 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
 
     new Gauge({
       name: `${prefix}sse_active_connections`,
-      help: 'Open SSE connections on this replica, by stream',
+      help: 'Open SSE connections on this replica, by stream (the seed\'s names: "context" is the contexts stream)',
       labelNames: ['channel'],
       registers,
       collect() {
         for (const stream of STREAM_KINDS) this.set({ channel: CHANNEL_LABEL[stream] }, sources.connections(stream));
+      },
+    });
+    new Gauge({
+      name: `${prefix}ssehub_connected_users`,
+      help: 'Users with at least one open stream on this replica',
+      registers,
+      collect() {
+        this.set(sources.connectedUsers());
       },
     });
     new Gauge({
@@ -128,6 +141,15 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     });
+    const deliveryLag = new Histogram({
+      name: `${prefix}ssehub_delivery_lag_seconds`,
+      help: "Time from an event's publish (its id's time, the store's clock) until its frames were handed to this replica's sockets, by kind; live deliveries on transports whose ids carry the time (Redis, memory)",
+      labelNames: ['kind'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.deliveryLag = new Map(EVENT_KINDS.map((kind) => [kind, deliveryLag.labels({ kind })]));
+    for (const kind of EVENT_KINDS) deliveryLag.zero({ kind });
 
     this.historyReplayed = new Counter({
       name: `${prefix}ssehub_history_replayed_total`,
@@ -276,6 +298,10 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
 
   observeDelivery(seconds: number): void {
     this.deliveryLatency.observe(seconds);
+  }
+
+  observeDeliveryLag(kind: EventKind, seconds: number): void {
+    this.deliveryLag.get(kind)?.observe(seconds);
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

@@ -7,7 +7,7 @@ import type { Config } from './config';
 import { createHub, internalsOf, type Hub } from './create-hub';
 import { CorsPolicy } from './http/cors';
 import { streamRequestListener } from './http/stream-routes';
-import { createKoaApp } from './koa';
+import { createKoaApp, createMetricsApp } from './koa';
 import type { HubLogger } from './log';
 import { loadOptional } from './optional-peer';
 import type { Transport } from './transport/transport';
@@ -65,6 +65,8 @@ function createTransport(config: Config, log: HubLogger): Transport | undefined 
 export class HubServer {
   readonly hub: Hub;
   private readonly server: Server;
+  /** The `/metrics` listener when `SSEHUB_METRICS_PORT` is set. */
+  private readonly metricsServer: Server | undefined;
   private readonly log: HubLogger;
 
   constructor(private readonly options: HubServerOptions) {
@@ -91,26 +93,41 @@ export class HubServer {
       authenticate: (ctx) => authenticate(ctx.req),
       authenticateWebhook: (ctx) => bearerOnly(ctx.req),
       cors,
+      routes: { metrics: config.metricsPort === undefined },
+      metricsToken: config.metricsToken,
     }).callback();
-    this.server = createServer((req, res) => {
-      if (!streams(req, res)) void koa(req, res);
-    });
+    if (config.metricsPort !== undefined) {
+      const metricsApp = createMetricsApp(this.hub, { token: config.metricsToken }).callback();
+      this.metricsServer = createServer(
+        { requestTimeout: config.requestTimeoutMs, headersTimeout: config.requestTimeoutMs },
+        (req, res) => void metricsApp(req, res),
+      );
+    }
+    this.server = createServer(
+      {
+        // Node counts both from a request's start (for a new connection, its accept) until the
+        // request is in, so a stream's long response is not cut, and a socket that never sends
+        // a request is closed too. Checked every second: Node's default is every 30 s.
+        requestTimeout: config.requestTimeoutMs,
+        headersTimeout: config.requestTimeoutMs,
+        connectionsCheckingInterval: 1000,
+      },
+      (req, res) => {
+        if (!streams(req, res)) void koa(req, res);
+      },
+    );
     // Above typical load-balancer idle timeouts, so pooled publisher connections are not cut mid-request.
     this.server.keepAliveTimeout = 65_000;
-    this.server.headersTimeout = 66_000;
   }
 
   async listen(): Promise<AddressInfo> {
     await this.hub.start();
-    const { port, host } = this.options.config;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address() as AddressInfo;
+    const { port, host, metricsPort } = this.options.config;
+    if (this.metricsServer !== undefined) {
+      const metrics = await listenOn(this.metricsServer, metricsPort ?? 0, host);
+      this.log.info({ port: metrics.port }, 'metrics listening');
+    }
+    const address = await listenOn(this.server, port, host);
     this.log.info({ port: address.port, transport: this.hub.transport.name }, 'ssehub listening');
     return address;
   }
@@ -126,7 +143,24 @@ export class HubServer {
       // moment would otherwise hold the exit for the whole keep-alive timeout.
       setTimeout(() => this.server.closeAllConnections(), 1000).unref();
     });
+    if (this.metricsServer !== undefined) {
+      const metricsServer = this.metricsServer;
+      await new Promise<void>((resolve) => {
+        metricsServer.close(() => resolve());
+        metricsServer.closeAllConnections();
+      });
+    }
     await this.hub.close();
     this.log.info('stopped');
   }
+}
+
+function listenOn(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
 }

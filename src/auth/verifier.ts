@@ -62,6 +62,34 @@ function algorithmsForPublicKey(key: KeyObject): string[] {
 
 type VerificationKey = Uint8Array | KeyObject | JWTVerifyGetKey;
 
+/** The key set could not be had (the endpoint failed, answered nonsense or timed out): the token may be fine. */
+class KeySetUnavailable extends Error {}
+
+/**
+ * A failure of the key set's fetch, not of the token: everything the remote key set throws
+ * except "no key matches the token" (and "several do"), which are the token's own fault.
+ */
+function isKeySetFailure(err: unknown): boolean {
+  return !(err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys);
+}
+
+/**
+ * A remote key set whose outages of every shape (5xx, an HTML page, bad JSON, a bad key set, a
+ * refused connection, a timeout) are told apart from bad tokens: jose reports several of them as
+ * plain JOSEErrors, the same class as a malformed token's.
+ */
+function remoteKeySet(url: URL): JWTVerifyGetKey {
+  const keySet = createRemoteJWKSet(url);
+  return async (header, token) => {
+    try {
+      return await keySet(header, token);
+    } catch (err) {
+      if (isKeySetFailure(err)) throw new KeySetUnavailable('key set unavailable', { cause: err });
+      throw err;
+    }
+  };
+}
+
 class JoseVerifier implements TokenVerifier {
   constructor(
     private readonly key: VerificationKey,
@@ -86,11 +114,9 @@ class JoseVerifier implements TokenVerifier {
           : await jwtVerify(token, this.key, options);
       payload = result.payload;
     } catch (err) {
-      if (err instanceof errors.JWKSTimeout) throw new AuthError(503, 'key set unavailable');
+      if (err instanceof KeySetUnavailable) throw new AuthError(503, 'key set unavailable');
       if (err instanceof errors.JWTExpired) throw new AuthError(401, 'token expired');
       if (err instanceof errors.JOSEError) throw new AuthError(401, `invalid token (${err.code})`);
-      // Anything else from a remote key set is a failed fetch: the token may well be fine.
-      if (typeof this.key === 'function') throw new AuthError(503, 'key set unavailable');
       throw new AuthError(401, 'invalid token');
     }
     const userId = payload[this.config.userClaim];
@@ -129,7 +155,7 @@ function createJoseVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): Tok
     return new JoseVerifier(key, algorithmsForPublicKey(key), config);
   }
   if (config.jwksUrl !== undefined) {
-    return new JoseVerifier(createRemoteJWKSet(new URL(config.jwksUrl)), ASYMMETRIC_ALGORITHMS, config);
+    return new JoseVerifier(remoteKeySet(new URL(config.jwksUrl)), ASYMMETRIC_ALGORITHMS, config);
   }
   if (fallbackSecret !== undefined) return new JoseVerifier(fallbackSecret, ['HS256'], config);
   throw new Error('no JWT key configured');

@@ -275,10 +275,7 @@ export class CatchUp {
       this.readFailed(state, err);
       const admitted = this.failureLogLimiter.admit('read');
       if (admitted) {
-        log.warn(
-          { err: (err as Error).message, purpose, suppressedSinceLast: admitted.suppressed },
-          'history read failed',
-        );
+        log.warn({ err, purpose, suppressedSinceLast: admitted.suppressed }, 'history read failed');
       }
       return undefined;
     }

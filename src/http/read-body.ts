@@ -8,11 +8,26 @@ export class BodyTooLargeError extends Error {
   }
 }
 
-/** Reads the raw request body, refusing (without buffering it) anything over `limit` bytes. */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export class BodyTimeoutError extends Error {
+  readonly status = 408;
+  readonly expose = true;
+  constructor(timeoutMs: number) {
+    super(`request body not received within ${timeoutMs} ms`);
+  }
+}
+
+/**
+ * Reads the raw request body, refusing (without buffering it) anything over `limit` bytes or
+ * still incomplete after `timeoutMs`: the deadline holds in any host, whatever its server's timeouts.
+ */
+export function readBody(req: IncomingMessage, limit: number, timeoutMs: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(new BodyTooLargeError(limit));
   return new Promise((resolve, reject) => {
+    const deadline = setTimeout(() => {
+      cleanup();
+      reject(new BodyTimeoutError(timeoutMs));
+    }, timeoutMs);
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer): void => {
@@ -35,6 +50,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       reject(err);
     };
     const cleanup = (): void => {
+      clearTimeout(deadline);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);

@@ -64,7 +64,7 @@ function queryParameter(req: IncomingMessage, name: string): string | undefined 
 /**
  * Serves one stream on a plain node:http response for an already authenticated principal:
  * the path Express, Fastify or a bare http.Server hands requests to. Refusals (405, 403, 429,
- * 503) are answered here; the guard is returned only for a stream that opened.
+ * 503 draining or full) are answered here; the guard is returned only for a stream that opened.
  */
 export function serveStream(
   core: HubCore,
@@ -104,6 +104,14 @@ export function serveStream(
     if (opened.reason === 'client_gone') return undefined;
     if (opened.reason === 'draining') {
       return refuse('draining', new HttpError(503, 'this replica is shutting down', { 'Retry-After': '1' }));
+    }
+    if (opened.reason === 'replica_full') {
+      // Spread over a few seconds, so a full replica's refused clients do not all come back at once.
+      const retryAfter = String(2 + Math.floor(Math.random() * 4));
+      return refuse(
+        'replica_full',
+        new HttpError(503, 'this replica is at its connection limit', { 'Retry-After': retryAfter }),
+      );
     }
     // Seed contract: 429 with an empty body.
     metrics.connectionRejected('over_cap');

@@ -38,7 +38,7 @@ function requestedKinds(principal: Principal, body: Buffer): EventKind[] {
  * opens one stream with `?ticket=`, for pages whose EventSource cannot send headers.
  */
 export function mountTickets(router: Router, deps: HttpDeps): void {
-  const { authenticate, internals, streams } = deps;
+  const { authenticate, hub, internals, streams } = deps;
   router.all(TICKET_PATH, async (ctx) => {
     const { req, res } = ctx;
     if (req.method === 'OPTIONS') {
@@ -52,7 +52,7 @@ export function mountTickets(router: Router, deps: HttpDeps): void {
       throw new HttpError(403, 'cross-origin ticket requests with cookies need an allowed origin');
     }
     const principal = await authenticateRequest(authenticate, ctx);
-    const kinds = requestedKinds(principal, await readBody(req, MAX_TICKET_BODY_BYTES));
+    const kinds = requestedKinds(principal, await readBody(req, MAX_TICKET_BODY_BYTES, hub.limits.requestTimeoutMs));
     const { ticket, ttlMs } = await internals.tickets.issue(principal, kinds);
     ctx.status = 201;
     ctx.set('Cache-Control', 'no-store');

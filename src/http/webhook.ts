@@ -25,14 +25,14 @@ export function mountWebhooks(router: Router, deps: HttpDeps): void {
   const { hub, internals, authenticateWebhook, streams } = deps;
   const { transport } = hub;
   const { core, metrics, quota } = internals;
-  const { maxEventBytes } = hub.limits;
+  const { maxEventBytes, requestTimeoutMs } = hub.limits;
   router.post('/api/v1/webhook/:kind', async (ctx) => {
     const kind = ctx.params.kind ?? '';
     if (!isEventKind(kind)) throw new HttpError(404, `unknown event kind ${JSON.stringify(kind)}`);
     // A page of another site can make the browser send its cookies, never its bearer token.
     if (streams.cors.refusesCredentials(ctx.req)) throw new HttpError(403, 'cross-origin webhooks are refused');
     const principal = await authenticateRequest(authenticateWebhook, ctx);
-    const body = await readBody(ctx.req, maxEventBytes);
+    const body = await readBody(ctx.req, maxEventBytes, requestTimeoutMs);
     const parsed = parseWebhookBody(body, maxEventBytes);
     if (!parsed.ok) {
       metrics.eventRejected(parsed.reason);

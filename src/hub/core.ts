@@ -14,6 +14,7 @@ import { Streams } from './streams';
 export interface HubCoreOptions {
   maxEventBytes: number;
   heartbeatMs: number;
+  maxConnections: number;
   maxConnectionsPerUser: number;
   /** Most events one catch-up sends before it answers with a reset instead. */
   replayMax: number;
@@ -34,13 +35,13 @@ export class HubCore {
 
   constructor(
     options: HubCoreOptions,
-    transport: HistorySource & Pick<Transport, 'isListening'>,
+    transport: HistorySource & Pick<Transport, 'isListening' | 'idsCarryPublishTime'>,
     metrics: HubMetrics,
     log: HubLogger,
   ) {
     const { replay } = options;
     this.registry = new Registry(options.maxConnectionsPerUser);
-    this.dispatcher = new Dispatcher(this.registry, metrics, log);
+    this.dispatcher = new Dispatcher(this.registry, metrics, log, transport.idsCarryPublishTime === true);
     const catchUp = new CatchUp({
       history: transport,
       replayMax: options.replayMax,
@@ -54,6 +55,7 @@ export class HubCore {
     this.streams = new Streams(
       {
         heartbeatMs: options.heartbeatMs,
+        maxConnections: options.maxConnections,
         outbound: options.outbound,
         hold: { maxEvents: options.outbound.maxEvents, maxBytes: replay.holdMaxBytes },
       },

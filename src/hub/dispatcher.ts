@@ -3,6 +3,7 @@ import { formatEventId } from '../history/event-id';
 import { type HubLogger, LogRateLimiter } from '../log';
 import type { HubMetrics } from '../metrics';
 import { type EventKind, routesFor, streamsNotCarrying } from '../routing';
+import { type Flushable, flushSoon } from '../sse/flush-queue';
 import { encodeEventFrame } from '../sse/frame';
 import type { InboundEvent, RejectedMessage } from '../transport/transport';
 import type { Registry } from './registry';
@@ -12,14 +13,36 @@ import type { Registry } from './registry';
  * its kind, encoded once per stream kind, never parsed again. Streams that do not show it only
  * move their cursor past its id.
  */
-export class Dispatcher {
+export class Dispatcher implements Flushable {
   private readonly rejectLogLimiter = new LogRateLimiter();
+  /** Kinds and publish times of this turn's delivered events, for the lag measured once their frames are out. */
+  private lagKinds: EventKind[] = [];
+  private lagPublishedMs: number[] = [];
 
   constructor(
     private readonly registry: Registry<StreamSubscriber>,
     private readonly metrics: HubMetrics,
     private readonly log: HubLogger,
+    /** Whether an id's `<ms>` is its publish time, so the delivery lag can be read from it. */
+    private readonly idsCarryPublishTime: boolean,
   ) {}
+
+  /**
+   * Observes this turn's delivery lags. The flush queue calls it after the connections queued
+   * before it have written their frames (the ones queued later follow in the same loop), so the
+   * figure ends where frames reach the sockets, not where they were encoded.
+   */
+  flushPending(): void {
+    const now = Date.now();
+    const kinds = this.lagKinds;
+    const publishedMs = this.lagPublishedMs;
+    this.lagKinds = [];
+    this.lagPublishedMs = [];
+    for (let i = 0; i < kinds.length; i++) {
+      // The store's clock may run ahead of this replica's; a negative lag is skew, not speed.
+      this.metrics.observeDeliveryLag(kinds[i] as EventKind, Math.max(0, now - (publishedMs[i] as number)) / 1000);
+    }
+  }
 
   /** Never throws: a bug here must not take the transport's reader (and every other user's stream) down. */
   event(inbound: InboundEvent): void {
@@ -53,6 +76,7 @@ export class Dispatcher {
     const startedAt = performance.now();
     this.metrics.eventReceived(kind);
     const fields = id === undefined ? {} : { id: formatEventId(id) };
+    let delivered = 0;
     for (const route of routesFor(kind)) {
       const subscribers = this.registry.subscribers(route.stream, userId);
       if (subscribers === undefined) continue;
@@ -68,6 +92,12 @@ export class Dispatcher {
         if (subscriber.deliver(id, frame)) written++;
       }
       this.metrics.delivered(route.stream, written);
+      delivered += written;
+    }
+    if (delivered > 0 && id !== undefined && this.idsCarryPublishTime) {
+      if (this.lagKinds.length === 0) flushSoon(this);
+      this.lagKinds.push(kind);
+      this.lagPublishedMs.push(id.ms);
     }
     if (id !== undefined) {
       for (const stream of streamsNotCarrying(kind)) {

@@ -10,10 +10,12 @@ import type { Registry } from './registry';
 
 export type OpenResult =
   | { ok: true; subscriber: StreamSubscriber }
-  | { ok: false; reason: 'over_cap' | 'draining' | 'client_gone' };
+  | { ok: false; reason: 'over_cap' | 'replica_full' | 'draining' | 'client_gone' };
 
 export interface StreamLimits {
   heartbeatMs: number;
+  /** Open streams on this replica, across users and streams. */
+  maxConnections: number;
   outbound: OutboundLimits;
   hold: HoldLimits;
 }
@@ -44,8 +46,8 @@ export class Streams {
   }
 
   /**
-   * Opens an SSE response for an authenticated user, unless the hub is draining or the user is
-   * at the cap. The stream is registered before history is read, so nothing published
+   * Opens an SSE response for an authenticated user, unless the hub is draining, the replica is
+   * full or the user is at the cap. The stream is registered before history is read, so nothing published
    * meanwhile slips between the replay and live delivery.
    */
   open(
@@ -59,6 +61,7 @@ export class Streams {
     // The client may have hung up while its token was being verified; its 'close' has fired already.
     if (res.destroyed || !res.socket || res.socket.destroyed) return { ok: false, reason: 'client_gone' };
     if (this.draining) return { ok: false, reason: 'draining' };
+    if (this.registry.total() >= this.limits.maxConnections) return { ok: false, reason: 'replica_full' };
     if (!this.registry.hasRoomFor(stream, userId)) return { ok: false, reason: 'over_cap' };
     const connection = new SseConnection(
       (++this.connectionsOpened).toString(36),

@@ -9,6 +9,7 @@ const SWEEP_INTERVAL_MS = 60_000;
 /** In-process transport for a single replica: the embedded default, with in-memory history. */
 export class MemoryTransport implements Transport {
   readonly name = 'memory';
+  readonly idsCarryPublishTime = true;
   private readonly history: MemoryHistory;
   private handler: TransportHandler | undefined;
   private closed = false;

@@ -174,9 +174,9 @@ export class OutboxReader {
         // Whatever committed while this replica was away is read now, from its position.
         this.wake('poll');
         const err = await ended;
-        if (!this.closing) this.log.warn({ err: err?.message }, 'postgres reader connection lost; reconnecting');
+        if (!this.closing) this.log.warn({ err }, 'postgres reader connection lost; reconnecting');
       } catch (err) {
-        if (!this.closing) this.log.warn({ err: (err as Error).message, attempt }, 'postgres reader cannot connect');
+        if (!this.closing) this.log.warn({ err, attempt }, 'postgres reader cannot connect');
       } finally {
         this.listening = false;
         if (this.client === client) this.client = undefined;
@@ -226,7 +226,7 @@ export class OutboxReader {
       } while (this.readAgain && !this.closing);
     } catch (err) {
       if (this.closing) return;
-      this.log.warn({ err: (err as Error).message }, 'reading the outbox failed; reconnecting');
+      this.log.warn({ err }, 'reading the outbox failed; reconnecting');
       // A timed-out query leaves its connection open, and a failed read on a healthy one (a
       // dropped table, say) deserves a fresh start too: the reconnect reads from the position.
       await this.client?.end().catch(() => undefined);

@@ -69,7 +69,7 @@ export class PostgresTransport implements Transport, TicketStore {
       idleTimeoutMillis: 30_000,
     });
     // An idle pooled connection that dies (server restart) emits here; unhandled it would crash the process.
-    this.pool.on('error', (err) => this.log.warn({ err: err.message }, 'idle postgres connection failed'));
+    this.pool.on('error', (err) => this.log.warn({ err }, 'idle postgres connection failed'));
     this.outbox = new Outbox(this.pool, options.schema);
   }
 
@@ -145,7 +145,7 @@ export class PostgresTransport implements Transport, TicketStore {
         .then((deleted) => {
           if (deleted > 0) this.log.debug({ deleted }, 'pruned expired outbox rows');
         })
-        .catch((err: Error) => this.log.warn({ err: err.message }, 'pruning the outbox failed'));
+        .catch((err: Error) => this.log.warn({ err }, 'pruning the outbox failed'));
     }, interval);
     this.pruneTimer.unref();
     // Users who published since the last trim (and the grace before it) are the only candidates.
@@ -161,7 +161,7 @@ export class PostgresTransport implements Transport, TicketStore {
           since = startedAt;
           if (deleted > 0) this.log.debug({ deleted }, 'trimmed outbox rows past the history byte budget');
         })
-        .catch((err: Error) => this.log.warn({ err: err.message }, 'trimming the outbox to the byte budget failed'))
+        .catch((err: Error) => this.log.warn({ err }, 'trimming the outbox to the byte budget failed'))
         .finally(() => {
           trimming = false;
         });

@@ -55,6 +55,8 @@ function reconnectDelay(attempt: number): number {
  */
 export class RedisTransport implements Transport, TicketStore, QuotaStore {
   readonly name = 'redis';
+  /** `<ms>` is the Redis clock at publish (never going backwards for a user). */
+  readonly idsCarryPublishTime = true;
   /** One pattern for all kinds, so messages on unknown kinds are seen (and counted) too. */
   private readonly pattern: string;
   private readonly channelPrefixLength: number;
@@ -106,14 +108,12 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore {
     this.historyReader.setMaxListeners(0);
     this.events = new RedisEvents(this.publisher, this.channelPrefix, history);
     this.history = new RedisEvents(this.historyReader, this.channelPrefix, history);
-    this.publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis publisher error'));
-    this.historyReader.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis history reader error'));
+    this.publisher.on('error', (err: Error) => this.log.warn({ err }, 'redis publisher error'));
+    this.historyReader.on('error', (err: Error) => this.log.warn({ err }, 'redis history reader error'));
     this.publisher.on('ready', () => {
-      this.events
-        .prepare()
-        .catch((err: Error) => this.log.error({ err: err.message }, 'loading the ssehub Redis functions failed'));
+      this.events.prepare().catch((err: Error) => this.log.error({ err }, 'loading the ssehub Redis functions failed'));
     });
-    this.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis subscriber error'));
+    this.subscriber.on('error', (err: Error) => this.log.warn({ err }, 'redis subscriber error'));
     this.subscriber.on('ready', () => void this.subscribe());
     this.subscriber.on('close', () => this.markDown('connection closed'));
     this.subscriber.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer, message: Buffer) => {
@@ -129,15 +129,11 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore {
     this.handler = handler;
     if (this.options.logger === undefined) this.log = handler.log.child({ component: 'redis-transport' });
     // Connection failures are retried in the background; readiness reports them meanwhile.
-    this.publisher
-      .connect()
-      .catch((err: Error) => this.log.warn({ err: err.message }, 'redis publisher not connected yet'));
+    this.publisher.connect().catch((err: Error) => this.log.warn({ err }, 'redis publisher not connected yet'));
     this.historyReader
       .connect()
-      .catch((err: Error) => this.log.warn({ err: err.message }, 'redis history reader not connected yet'));
-    this.subscriber
-      .connect()
-      .catch((err: Error) => this.log.warn({ err: err.message }, 'redis subscriber not connected yet'));
+      .catch((err: Error) => this.log.warn({ err }, 'redis history reader not connected yet'));
+    this.subscriber.connect().catch((err: Error) => this.log.warn({ err }, 'redis subscriber not connected yet'));
     const interval = this.options.livenessIntervalMs ?? LIVENESS_INTERVAL_MS;
     this.livenessTimer = setInterval(() => {
       void this.probe(interval);
@@ -231,7 +227,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore {
     try {
       await this.subscriber.psubscribe(this.pattern);
     } catch (err) {
-      this.log.error({ err: (err as Error).message }, 'redis subscribe failed; reconnecting');
+      this.log.error({ err }, 'redis subscribe failed; reconnecting');
       this.subscriber.disconnect(true);
       return;
     }

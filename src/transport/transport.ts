@@ -71,6 +71,11 @@ export interface Published {
  */
 export interface Transport extends HistorySource {
   readonly name: string;
+  /**
+   * True when an id's `<ms>` is its publish time in epoch milliseconds (the store's clock), as
+   * Redis's and memory's are; the hub's delivery lag is read from it. Absent: no lag is measured.
+   */
+  readonly idsCarryPublishTime?: boolean;
   /** Begins receiving. Resolves once started; the subscription may come up later (see isListening). */
   start(handler: TransportHandler): Promise<void>;
   /**

@@ -70,7 +70,7 @@ export function streamPaths(): string[] {
 
 /** Names of every metric the hub defines (with no prefix). */
 export function hubMetricNames(): string[] {
-  const metrics = new HubMetrics({ connections: () => 0, transportListening: () => false });
+  const metrics = new HubMetrics({ connections: () => 0, connectedUsers: () => 0, transportListening: () => false });
   return metrics.registry.getMetricsAsArray().map((metric) => metric.name);
 }
 

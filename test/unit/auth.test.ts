@@ -156,6 +156,34 @@ describe('token verification (JWKS)', () => {
     expect((await rejection(unreachable.verify(await sign('key-1')))).status).toBe(503);
   });
 
+  it('answers 503 when the key set endpoint fails: a 5xx, an HTML page, bad JSON, no key set, or no answer', async () => {
+    type Outage = '500' | 'html' | 'garbage' | 'not-a-key-set' | 'hang';
+    let outage: Outage = '500';
+    const broken = createServer((_req, res) => {
+      if (outage === '500') res.writeHead(500, { 'Content-Type': 'text/plain' }).end('upstream broke');
+      if (outage === 'html') res.writeHead(200, { 'Content-Type': 'text/html' }).end('<html><body>Login</body></html>');
+      if (outage === 'garbage') res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"keys":');
+      if (outage === 'not-a-key-set') res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"keys":7}');
+      // 'hang': never answer; jose gives up after its 5 s fetch timeout.
+    });
+    await new Promise<void>((resolve) => broken.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(broken.address() as AddressInfo).port}/jwks.json`;
+    try {
+      for (const shape of ['500', 'html', 'garbage', 'not-a-key-set', 'hang'] as const) {
+        outage = shape;
+        // A verifier per shape: jose would not refetch within its cooldown.
+        const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl: url });
+        const started = Date.now();
+        const err = await rejection(verifier.verify(await sign('key-1')));
+        console.log(`JWKS outage ${shape}: ${err.status} after ${Date.now() - started} ms`);
+        expect({ shape, status: err.status }).toEqual({ shape, status: 503 });
+      }
+    } finally {
+      broken.closeAllConnections();
+      await new Promise((resolve) => broken.close(resolve));
+    }
+  });
+
   it('rejects unknown key ids and foreign keys with 401', async () => {
     const verifier = createVerifier({ userClaim: 'sub', clockToleranceSec: 0, jwksUrl });
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 });

@@ -51,6 +51,15 @@ describe('configuration', () => {
     );
   });
 
+  it('keeps the metrics listener off the public port and its token long enough', () => {
+    expect(problems({ PORT: '9000', SSEHUB_METRICS_PORT: '9000', SSEHUB_METRICS_TOKEN: 'short' })).toEqual([
+      'SSEHUB_METRICS_PORT must differ from PORT',
+      'SSEHUB_METRICS_TOKEN must be at least 16 bytes',
+    ]);
+    expect(loadConfig({ SSEHUB_METRICS_PORT: '9100' }).metricsPort).toBe(9100);
+    expect(loadConfig({}).metricsPort).toBeUndefined();
+  });
+
   it('refuses production without a key and redis without a URL', () => {
     expect(problems({ NODE_ENV: 'production' })).toEqual([
       expect.stringContaining('NODE_ENV=production needs a JWT key'),
