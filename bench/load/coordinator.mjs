@@ -25,6 +25,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  * @property {number} [rate]        events/s
  * @property {number} [durationS]
  * @property {boolean} [idle]       no events: memory only
+ * @property {number} [idleCpuS]    idle: also read the servers' CPU over this many seconds, per heartbeat received
  * @property {number} workers       subscriber processes
  * @property {number} idleTimeoutMs  stop waiting after this long without a new delivery
  * @property {number} settleMs      pause before reading RSS after the connections opened
@@ -210,6 +211,19 @@ export async function runScenario(target, scenario, io) {
 
     if (scenario.idle) {
       result.idle = true;
+      if (scenario.idleCpuS) {
+        // Heartbeats are all an idle hub writes: its CPU over the window per heartbeat received is the cost of keeping streams alive.
+        await Promise.all(workers.map((w) => w.request({ cmd: 'reset', expectedPerConn: 1 }, 'reset')));
+        const idleCpu0 = procSum(run.serverPids()).cpuUs;
+        await sleep(scenario.idleCpuS * 1000);
+        const idleCpu1 = procSum(run.serverPids()).cpuUs;
+        const reports = await Promise.all(workers.map((w) => w.request({ cmd: 'report', expected: [] }, 'report')));
+        const heartbeats = reports.reduce((n, r) => n + r.heartbeats, 0);
+        result.idleSeconds = scenario.idleCpuS;
+        result.heartbeats = heartbeats;
+        result.serverCpuSeconds = (idleCpu1 - idleCpu0) / 1e6;
+        result.cpuUsPerHeartbeat = heartbeats > 0 ? (idleCpu1 - idleCpu0) / heartbeats : NaN;
+      }
       result.ok = result.opened > 0 && warm > 0 && run.alive();
       if (!run.alive()) result.error = 'a server process exited during the scenario';
       return result;
