@@ -60,7 +60,7 @@ function parseArgs(argv) {
       opts.writeMd = next && !next.startsWith('--') ? resolve(argv[++i]) : join(REPO, 'BENCHMARKS.md');
     } else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5,B6] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]',
+        'usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5,B6,B7] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
@@ -139,7 +139,9 @@ async function main() {
       });
       result.wallSeconds = (Date.now() - t0) / 1000;
       results.push(result);
-      if (!result.ok) {
+      if (result.skipped) {
+        log(`  skipped: ${result.skipped}`);
+      } else if (!result.ok) {
         broken = true;
         log(`  FAILED: ${result.error ?? 'nothing delivered'}`);
         if (result.serverLogs) log(result.serverLogs);

@@ -139,6 +139,14 @@ export function targetChecks(results) {
       );
   }
   for (const t of ['ssehub1', 'ssehub2']) {
+    const b7 = get(t, 'B7');
+    const b1 = get(t, 'B1');
+    if (b7)
+      out.push(
+        `B7 ${t} batch webhook ${num(b7.publishPerSec)} events/s published${b1 ? ` vs FCALL pipelines (B1) ${num(b1.publishPerSec)} events/s` : ''}`,
+      );
+  }
+  for (const t of ['ssehub1', 'ssehub2']) {
     const b6 = get(t, 'B6');
     if (b6?.heartbeats > 0)
       out.push(

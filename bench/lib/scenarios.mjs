@@ -75,6 +75,18 @@ export const FULL = {
     idleTimeoutMs: 5000,
     settleMs: 1000,
   },
+  B7: {
+    id: 'B7',
+    title:
+      'batch webhook: 1,000 users x 1 connection, 100,000 events as fast as possible, 200 per POST /api/v1/webhook/batch',
+    users: 1000,
+    connsPerUser: 1,
+    events: 100_000,
+    publishVia: 'batch',
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
 };
 
 /** @type {Record<string, Scenario>} */
@@ -85,6 +97,7 @@ export const QUICK = {
   B4: { ...FULL.B4, users: 50, rate: 200, durationS: 1, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
   B5: { ...FULL.B5, users: 300, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
   B6: { ...FULL.B6, users: 300, idleCpuS: 1, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
+  B7: { ...FULL.B7, users: 50, events: 2000, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
 };
 
 /**

@@ -7,6 +7,7 @@
  * and merges the workers' reports.
  */
 import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Histogram } from './histogram.mjs';
@@ -25,6 +26,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  * @property {number} [rate]        events/s
  * @property {number} [durationS]
  * @property {boolean} [idle]       no events: memory only
+ * @property {'batch'} [publishVia]  publish the measured events through the hub's batch webhook (ssehub targets only)
  * @property {number} [idleCpuS]    idle: also read the servers' CPU over this many seconds, per heartbeat received
  * @property {number} workers       subscriber processes
  * @property {number} idleTimeoutMs  stop waiting after this long without a new delivery
@@ -118,6 +120,9 @@ export async function runScenario(target, scenario, io) {
     workers: workerCount,
   };
 
+  if (scenario.publishVia === 'batch' && !target.name.startsWith('ssehub')) {
+    return { ...result, skipped: 'the batch webhook is ssehub-only' };
+  }
   const workers = Array.from({ length: workerCount }, (_, i) => new Peer('subscriber.mjs', `subscriber ${i + 1}`));
   const publisher = new Peer('publisher.mjs', 'publisher');
   /** @type {import('../lib/targets.mjs').Running | null} */
@@ -240,10 +245,28 @@ export async function runScenario(target, scenario, io) {
     const redisCpu0 = procSum([run.redisPid]).cpuUs;
     const clientCpu0 = procSum(clientPids).cpuUs;
     const machine0 = machineCpu();
+    /** @type {Record<string, unknown>} */
+    const via = {};
+    if (scenario.publishVia === 'batch') {
+      const endpoint = run.endpoints[0];
+      via.via = 'batch';
+      via.webhookBase = `http://${endpoint.host}:${endpoint.port}`;
+      via.token = await new SignJWT({ sub: 'bench-publisher', roles: ['service'] })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setExpirationTime('1h')
+        .sign(new TextEncoder().encode(BENCH_SECRET));
+    }
     const published = publisher.request(
       {
         cmd: 'publish',
-        job: { ...run.publish, users, events: scenario.events, rate: scenario.rate, durationS: scenario.durationS },
+        job: {
+          ...run.publish,
+          ...via,
+          users,
+          events: scenario.events,
+          rate: scenario.rate,
+          durationS: scenario.durationS,
+        },
       },
       'published',
       900_000,
