@@ -50,7 +50,7 @@ export class Streams implements ConnectionTimers {
     this.wheel = new TimerWheel(tickIntervalMs(limits.heartbeatMs), Date.now());
   }
 
-  /** A connection's deadline came closer (it is congested): filed anew, at once. */
+  /** A connection's deadline moved as it became congested or caught up: filed anew, at once. */
   refile(connection: SseConnection): void {
     if (!connection.isClosed) this.wheel.file(connection, connection.nextDeadline(this.limits.heartbeatMs));
   }
@@ -121,6 +121,7 @@ export class Streams implements ConnectionTimers {
   /** Heartbeats, stall detection, token expiry and catch-up retries for every connection, from one timer. */
   start(): void {
     const { heartbeatMs } = this.limits;
+    writeClock.now = Date.now();
     this.ticker = setInterval(() => {
       const now = Date.now();
       writeClock.now = now;

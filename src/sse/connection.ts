@@ -50,7 +50,7 @@ export const writeClock = { now: Date.now() };
 
 /** The hub's side of a connection's deadlines. */
 export interface ConnectionTimers {
-  /** The connection's next deadline came closer than where it is filed: it started queueing behind its socket. */
+  /** The connection's next deadline moved from where it is filed: it started or stopped queueing behind its socket. */
   refile(connection: SseConnection): void;
 }
 
@@ -287,6 +287,8 @@ export class SseConnection implements Flushable, WheelItem {
     this.backlog = null;
     this.backlogHead = 0;
     this.backlogBytes = 0;
+    // Filed for a stall check that may lie past the next heartbeat: back on the heartbeat's schedule.
+    this.timers?.refile(this);
     this.wakeWriters();
   }
 

@@ -122,4 +122,20 @@ describe('connection deadlines', () => {
     expect(connection.tick(refiled[0] as number, heartbeatMs)).toBe(false);
     expect(closed).toEqual(['slow_consumer']);
   });
+
+  it('asks to be filed again when its socket drains, back on the heartbeat schedule', () => {
+    const refiled: number[] = [];
+    const timers: ConnectionTimers = { refile: (c) => refiled.push(c.nextDeadline(heartbeatMs)) };
+    const { res, connection } = open(undefined, timers);
+    res.accepting = false;
+    connection.send(Buffer.from('data:x\n\n'));
+    connection.flushPending();
+    connection.send(Buffer.from('data:y\n\n'));
+    writeClock.now = Date.now();
+    res.accepting = true;
+    res.emit('drain');
+    expect(refiled).toHaveLength(2);
+    expect(refiled[1]).toBe(writeClock.now + heartbeatMs);
+    expect(refiled[1]).toBeLessThan(refiled[0] as number);
+  });
 });
