@@ -60,7 +60,7 @@ function parseArgs(argv) {
       opts.writeMd = next && !next.startsWith('--') ? resolve(argv[++i]) : join(REPO, 'BENCHMARKS.md');
     } else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]',
+        'usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5,B6,B7] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
@@ -139,13 +139,15 @@ async function main() {
       });
       result.wallSeconds = (Date.now() - t0) / 1000;
       results.push(result);
-      if (!result.ok) {
+      if (result.skipped) {
+        log(`  skipped: ${result.skipped}`);
+      } else if (!result.ok) {
         broken = true;
         log(`  FAILED: ${result.error ?? 'nothing delivered'}`);
         if (result.serverLogs) log(result.serverLogs);
       } else if (result.idle) {
         log(
-          `  ${result.opened} idle connections, ${(result.rssPerConnBytes / 1024).toFixed(2)} KB RSS each (${result.wallSeconds.toFixed(1)} s)`,
+          `  ${result.opened} idle connections, ${(result.rssPerConnBytes / 1024).toFixed(2)} KB RSS each${result.heartbeats === undefined ? '' : `, ${result.heartbeats} heartbeats in ${result.idleSeconds} s, ${result.cpuUsPerHeartbeat.toFixed(1)} µs server CPU each`} (${result.wallSeconds.toFixed(1)} s)`,
         );
       } else {
         log(
@@ -238,7 +240,8 @@ function markdown({ mode, info, scenarios, results, checks, date }) {
       'latency is publish (send time stamped by the publisher) to receive, on one monotonic clock; lost/dup/ooo are per connection ' +
       'against the per-user sequence numbers the publisher acknowledged; reconn counts streams the server closed and the client reopened ' +
       '(with Last-Event-ID, as EventSource does); RSS/conn is (server RSS after opening and warming the connections - RSS before) / connections; ' +
-      'CPU µs/dlv is server utime+stime (all server processes; nginx master + workers) during the measured phase / deliveries; redis µs/dlv the same for the Redis server.',
+      'CPU µs/dlv is server utime+stime (all server processes; nginx master + workers) during the measured phase / deliveries; redis µs/dlv the same for the Redis server; ' +
+      'CPU µs/hb (idle scenarios with a CPU window) is server CPU over the idle window / heartbeats the subscribers received in it.',
     '',
     '## Targets from the issue',
     '',

@@ -46,6 +46,15 @@ export const LIMIT_SPECS = {
   /** Event bytes one principal without the service role may publish per quota window. */
   publishQuotaBytes: { env: 'SSEHUB_PUBLISH_QUOTA_BYTES', default: 64 * MIB, min: 64, max: 1024 * 1024 * MIB },
   publishQuotaWindowMs: { env: 'SSEHUB_PUBLISH_QUOTA_WINDOW_MS', default: 60_000, min: 1000, max: 86_400_000 },
+  /** Most events in one webhook batch request. */
+  webhookBatchMaxEvents: { env: 'SSEHUB_WEBHOOK_BATCH_MAX_EVENTS', default: 1000, min: 1, max: 100_000 },
+  /** Largest webhook batch request body, in bytes; a batch of one event of the largest size is always accepted. */
+  webhookBatchMaxBytes: {
+    env: 'SSEHUB_WEBHOOK_BATCH_MAX_BYTES',
+    default: 16 * MIB,
+    min: 1024,
+    max: 1024 * MIB,
+  },
   /** How long a stream ticket may wait to be redeemed. */
   ticketTtlMs: { env: 'SSEHUB_TICKET_TTL_MS', default: 30_000, min: 1000, max: 600_000 },
   /**

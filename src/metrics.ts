@@ -45,6 +45,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   readonly registry: Registry;
   private readonly eventsReceived: Counter<'kind'>;
   private readonly eventsRejected: Counter<'reason'>;
+  private readonly eventsSkipped: Counter;
   private readonly framesDelivered: Counter<'stream'>;
   private readonly disconnects: Counter<'reason'>;
   private readonly connectionsRejected: Counter<'reason'>;
@@ -104,6 +105,11 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
       name: `${prefix}ssehub_events_rejected_total`,
       help: 'Messages dropped as invalid, by reason',
       labelNames: ['reason'],
+      registers,
+    });
+    this.eventsSkipped = new Counter({
+      name: `${prefix}ssehub_events_skipped_total`,
+      help: 'Events dropped unparsed because no stream of their user is open on this replica',
       registers,
     });
     this.framesDelivered = new Counter({
@@ -229,6 +235,10 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
 
   eventReceived(kind: EventKind): void {
     this.eventsReceived.inc({ kind });
+  }
+
+  eventSkipped(): void {
+    this.eventsSkipped.inc();
   }
 
   eventRejected(reason: RejectReason): void {

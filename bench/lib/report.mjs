@@ -37,6 +37,7 @@ const COLUMNS = [
   'RSS/conn KB',
   'CPU µs/dlv',
   'redis µs/dlv',
+  'CPU µs/hb',
 ];
 
 /** @param {any} r */
@@ -63,6 +64,7 @@ function row(r) {
     num(r.rssPerConnBytes / 1024, 1),
     r.idle ? '-' : num(r.cpuUsPerDelivery, 1),
     r.idle ? '-' : num(r.redisCpuUsPerDelivery, 1),
+    r.heartbeats === undefined ? '-' : num(r.cpuUsPerHeartbeat, 1),
   ];
 }
 
@@ -134,6 +136,21 @@ export function targetChecks(results) {
     if (b5)
       out.push(
         `B5 ${t} ${num(b5.rssPerConnBytes / 1024, 2)} KB RSS per idle connection (target <= 8 KB): ${mark(b5.rssPerConnBytes <= 8192)}`,
+      );
+  }
+  for (const t of ['ssehub1', 'ssehub2']) {
+    const b7 = get(t, 'B7');
+    const b1 = get(t, 'B1');
+    if (b7)
+      out.push(
+        `B7 ${t} batch webhook ${num(b7.publishPerSec)} events/s published${b1 ? ` vs FCALL pipelines (B1) ${num(b1.publishPerSec)} events/s` : ''}`,
+      );
+  }
+  for (const t of ['ssehub1', 'ssehub2']) {
+    const b6 = get(t, 'B6');
+    if (b6?.heartbeats > 0)
+      out.push(
+        `B6 ${t} ${num(b6.cpuUsPerHeartbeat, 1)} µs server CPU per heartbeat over ${num(b6.heartbeats)} heartbeats (target <= 10 µs): ${mark(b6.cpuUsPerHeartbeat <= 10)}`,
       );
   }
   for (const s of ['B1', 'B2', 'B3', 'B4']) {

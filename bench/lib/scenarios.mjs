@@ -63,6 +63,30 @@ export const FULL = {
     // Give the servers' allocators and garbage collectors a few idle seconds before reading RSS.
     settleMs: 5000,
   },
+  B6: {
+    id: 'B6',
+    title: 'idle CPU: 10,000 idle connections (10,000 users x 1) for 60 s, server CPU per heartbeat',
+    users: 10_000,
+    connsPerUser: 1,
+    events: 0,
+    idle: true,
+    idleCpuS: 60,
+    workers: 4,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B7: {
+    id: 'B7',
+    title:
+      'batch webhook: 1,000 users x 1 connection, 100,000 events as fast as possible, 200 per POST /api/v1/webhook/batch',
+    users: 1000,
+    connsPerUser: 1,
+    events: 100_000,
+    publishVia: 'batch',
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
 };
 
 /** @type {Record<string, Scenario>} */
@@ -72,6 +96,8 @@ export const QUICK = {
   B3: { ...FULL.B3, users: 5, connsPerUser: 10, events: 200, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
   B4: { ...FULL.B4, users: 50, rate: 200, durationS: 1, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
   B5: { ...FULL.B5, users: 300, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
+  B6: { ...FULL.B6, users: 300, idleCpuS: 1, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
+  B7: { ...FULL.B7, users: 50, events: 2000, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
 };
 
 /**
@@ -89,6 +115,8 @@ export function scaled(factor) {
       connsPerUser: id === 'B3' ? Math.max(1, Math.round(s.connsPerUser * Math.sqrt(factor))) : s.connsPerUser,
       events: Math.round(s.events * factor),
       durationS: s.durationS ? Math.max(1, s.durationS * Math.min(1, factor * 4)) : undefined,
+      // Heartbeats are 15 s apart by default: a much shorter idle phase would measure none.
+      idleCpuS: s.idleCpuS ? Math.max(20, Math.round(s.idleCpuS * Math.min(1, factor * 4))) : undefined,
       workers: Math.max(1, Math.round(s.workers * Math.min(1, factor * 4))),
     };
   }

@@ -7,6 +7,7 @@
  * and merges the workers' reports.
  */
 import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Histogram } from './histogram.mjs';
@@ -25,6 +26,8 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  * @property {number} [rate]        events/s
  * @property {number} [durationS]
  * @property {boolean} [idle]       no events: memory only
+ * @property {'batch'} [publishVia]  publish the measured events through the hub's batch webhook (ssehub targets only)
+ * @property {number} [idleCpuS]    idle: also read the servers' CPU over this many seconds, per heartbeat received
  * @property {number} workers       subscriber processes
  * @property {number} idleTimeoutMs  stop waiting after this long without a new delivery
  * @property {number} settleMs      pause before reading RSS after the connections opened
@@ -117,6 +120,9 @@ export async function runScenario(target, scenario, io) {
     workers: workerCount,
   };
 
+  if (scenario.publishVia === 'batch' && !target.name.startsWith('ssehub')) {
+    return { ...result, skipped: 'the batch webhook is ssehub-only' };
+  }
   const workers = Array.from({ length: workerCount }, (_, i) => new Peer('subscriber.mjs', `subscriber ${i + 1}`));
   const publisher = new Peer('publisher.mjs', 'publisher');
   /** @type {import('../lib/targets.mjs').Running | null} */
@@ -210,6 +216,19 @@ export async function runScenario(target, scenario, io) {
 
     if (scenario.idle) {
       result.idle = true;
+      if (scenario.idleCpuS) {
+        // Heartbeats are all an idle hub writes: its CPU over the window per heartbeat received is the cost of keeping streams alive.
+        await Promise.all(workers.map((w) => w.request({ cmd: 'reset', expectedPerConn: 1 }, 'reset')));
+        const idleCpu0 = procSum(run.serverPids()).cpuUs;
+        await sleep(scenario.idleCpuS * 1000);
+        const idleCpu1 = procSum(run.serverPids()).cpuUs;
+        const reports = await Promise.all(workers.map((w) => w.request({ cmd: 'report', expected: [] }, 'report')));
+        const heartbeats = reports.reduce((n, r) => n + r.heartbeats, 0);
+        result.idleSeconds = scenario.idleCpuS;
+        result.heartbeats = heartbeats;
+        result.serverCpuSeconds = (idleCpu1 - idleCpu0) / 1e6;
+        result.cpuUsPerHeartbeat = heartbeats > 0 ? (idleCpu1 - idleCpu0) / heartbeats : NaN;
+      }
       result.ok = result.opened > 0 && warm > 0 && run.alive();
       if (!run.alive()) result.error = 'a server process exited during the scenario';
       return result;
@@ -226,10 +245,28 @@ export async function runScenario(target, scenario, io) {
     const redisCpu0 = procSum([run.redisPid]).cpuUs;
     const clientCpu0 = procSum(clientPids).cpuUs;
     const machine0 = machineCpu();
+    /** @type {Record<string, unknown>} */
+    const via = {};
+    if (scenario.publishVia === 'batch') {
+      const endpoint = run.endpoints[0];
+      via.via = 'batch';
+      via.webhookBase = `http://${endpoint.host}:${endpoint.port}`;
+      via.token = await new SignJWT({ sub: 'bench-publisher', roles: ['service'] })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setExpirationTime('1h')
+        .sign(new TextEncoder().encode(BENCH_SECRET));
+    }
     const published = publisher.request(
       {
         cmd: 'publish',
-        job: { ...run.publish, users, events: scenario.events, rate: scenario.rate, durationS: scenario.durationS },
+        job: {
+          ...run.publish,
+          ...via,
+          users,
+          events: scenario.events,
+          rate: scenario.rate,
+          durationS: scenario.durationS,
+        },
       },
       'published',
       900_000,

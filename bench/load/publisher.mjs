@@ -44,7 +44,9 @@ async function redisFor(url) {
 
 /**
  * @typedef {object} PublishJob
- * @property {'ssehub'|'redis'|'nchan'} via
+ * @property {'ssehub'|'redis'|'nchan'|'batch'} via
+ * @property {string} [webhookBase]     batch: http://127.0.0.1:port of a replica
+ * @property {string} [token]           batch: a service token
  * @property {string[]} users
  * @property {number} events            total events (ignored with rate, see durationS)
  * @property {number} [rate]            events per second; as fast as possible when absent
@@ -132,6 +134,64 @@ async function publish(job) {
         }),
       );
     };
+  } else if (job.via === 'batch') {
+    agent ??= new http.Agent({ keepAlive: true, maxSockets: HTTP_LANES * 2 });
+    const base = new URL(/** @type {string} */ (job.webhookBase));
+    const kind = job.kind ?? 'agui';
+    sendRange = (from, to) =>
+      new Promise((resolve) => {
+        /** @type {number[]} */
+        const owners = [];
+        const items = [];
+        for (let i = from; i < to; i++) {
+          const { user, seq } = target(i);
+          items.push(
+            `{"kind":"${kind}","user_id":${JSON.stringify(users[user])},"event":${makeEvent(seq, nowMicros())}}`,
+          );
+          owners.push(seq > 0 ? user : -1);
+        }
+        const body = `[${items.join(',')}]`;
+        const req = http.request(
+          {
+            host: base.hostname,
+            port: base.port,
+            path: '/api/v1/webhook/batch',
+            method: 'POST',
+            agent: /** @type {http.Agent} */ (agent),
+            headers: {
+              Authorization: `Bearer ${job.token}`,
+              'Content-Type': 'application/json',
+              'Content-Length': Buffer.byteLength(body),
+            },
+          },
+          (res) => {
+            /** @type {Buffer[]} */
+            const chunks = [];
+            res.on('data', (chunk) => chunks.push(chunk));
+            res.on('end', () => {
+              if (res.statusCode !== 207) {
+                for (let k = 0; k < owners.length; k++) fail(new Error(`HTTP ${res.statusCode}`));
+              } else {
+                /** @type {{results: Array<{status: number, error?: string}>}} */
+                const answer = JSON.parse(Buffer.concat(chunks).toString());
+                answer.results.forEach((r, k) => {
+                  if (r.status !== 202) fail(new Error(`item ${r.status}: ${r.error}`));
+                  else {
+                    ok++;
+                    if (owners[k] >= 0) perUser[owners[k]]++;
+                  }
+                });
+              }
+              resolve(undefined);
+            });
+          },
+        );
+        req.on('error', (err) => {
+          for (let k = 0; k < owners.length; k++) fail(err);
+          resolve(undefined);
+        });
+        req.end(body);
+      });
   } else {
     const client = await redisFor(/** @type {string} */ (job.redisUrl));
     const kind = job.kind ?? 'agui';
@@ -178,12 +238,14 @@ async function publish(job) {
     await sendRange(0, total);
   } else {
     // As fast as possible: pipelines of BATCH commands, WINDOW of them in flight.
+    // Batch requests run concurrently: no more in flight than keeps one user's events in one of them, in order.
+    const window = job.via === 'batch' ? Math.max(1, Math.min(WINDOW, Math.floor(U / BATCH))) : WINDOW;
     /** @type {Set<Promise<void>>} */
     const inflight = new Set();
     for (let from = 0; from < total; from += BATCH) {
       const p = sendRange(from, Math.min(total, from + BATCH)).finally(() => inflight.delete(p));
       inflight.add(p);
-      if (inflight.size >= WINDOW) await Promise.race(inflight);
+      if (inflight.size >= window) await Promise.race(inflight);
     }
     await Promise.all(inflight);
   }

@@ -68,6 +68,8 @@ export class HubCore {
     this.transportHandler = {
       event: (inbound) => this.dispatcher.event(inbound),
       rejected: (message) => this.dispatcher.rejected(message),
+      holds: (userId) => this.registry.holds(userId),
+      skipped: () => metrics.eventSkipped(),
       // Streams opened before the first subscription need the same catch-up as after a loss.
       subscribing: () => this.streams.holdAll(),
       subscribed: (again) => {

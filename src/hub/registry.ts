@@ -54,6 +54,12 @@ export class Registry<S extends Subscriber> {
     return this.users(stream).get(userId);
   }
 
+  /** Whether the user has a subscriber on any stream: events for other users need not even be parsed. */
+  holds(userId: string): boolean {
+    for (const users of this.byStream.values()) if (users.has(userId)) return true;
+    return false;
+  }
+
   count(stream: StreamKind): number {
     return this.sizes.get(stream) ?? 0;
   }

@@ -1,12 +1,14 @@
 import type { ServerResponse } from 'node:http';
 import type { CatchUp } from '../delivery/catch-up';
 import { type HoldLimits, StreamSubscriber } from '../delivery/subscriber';
+import type { EventId } from '../history/event-id';
 import type { HubLogger } from '../log';
 import type { HubMetrics } from '../metrics';
 import type { EventKind, StreamKind } from '../routing';
-import { type OutboundLimits, SseConnection } from '../sse/connection';
+import { type ConnectionTimers, type OutboundLimits, SseConnection, writeClock } from '../sse/connection';
 import { hasLivePosition, type Transport } from '../transport/transport';
 import type { Registry } from './registry';
+import { TimerWheel } from './timer-wheel';
 
 export type OpenResult =
   | { ok: true; subscriber: StreamSubscriber }
@@ -20,14 +22,21 @@ export interface StreamLimits {
   hold: HoldLimits;
 }
 
+/** The timer's period: a quarter of the heartbeat interval, within 25 ms..1 s. */
+function tickIntervalMs(heartbeatMs: number): number {
+  return Math.min(1000, Math.max(25, Math.floor(heartbeatMs / 4)));
+}
+
 /**
  * The life of a stream: opened (registered, then caught up from history), kept alive by one
  * timer for every connection (heartbeats, stalls, token expiry, failed catch-ups' retries),
- * and closed (by the client, the host, a drain or a bound).
+ * and closed (by the client, the host, a drain or a bound). Each connection is filed in a
+ * timer wheel under its next deadline, so a tick visits only the connections that are due.
  */
-export class Streams {
+export class Streams implements ConnectionTimers {
   private draining = false;
   private ticker: NodeJS.Timeout | undefined;
+  private readonly wheel: TimerWheel<SseConnection>;
   /** Connection ids are this replica's count of streams opened: short, and unique for its lifetime (logs only). */
   private connectionsOpened = 0;
   private readonly countHistoryLost = (): void => this.metrics.historyReset('history_lost');
@@ -39,7 +48,14 @@ export class Streams {
     private readonly transport: Pick<Transport, 'isListening'>,
     private readonly metrics: HubMetrics,
     private readonly log: HubLogger,
-  ) {}
+  ) {
+    this.wheel = new TimerWheel(tickIntervalMs(limits.heartbeatMs), Date.now());
+  }
+
+  /** A connection's deadline moved as it became congested or caught up: filed anew, at once. */
+  refile(connection: SseConnection): void {
+    if (!connection.isClosed) this.wheel.file(connection, connection.nextDeadline(this.limits.heartbeatMs));
+  }
 
   get isDraining(): boolean {
     return this.draining;
@@ -70,11 +86,13 @@ export class Streams {
       res,
       this.limits.outbound,
       (closed, reason) => {
+        this.wheel.remove(closed);
         this.registry.remove(stream, subscriber);
         this.catchUp.forget(subscriber);
         this.metrics.disconnected(reason);
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
       },
+      this,
     );
     const subscriber = new StreamSubscriber(
       connection,
@@ -84,8 +102,10 @@ export class Streams {
       this.countHistoryLost,
       kinds,
     );
+    connection.idleListener = subscriber;
     this.registry.add(stream, subscriber);
     connection.open();
+    this.refile(connection);
     this.log.debug({ connectionId: connection.id, stream, resumeFrom: lastEventId }, 'stream opened');
     this.catchUp.run(subscriber, 'connect').catch((err: unknown) => this.catchUpCrashed(err));
     return { ok: true, subscriber };
@@ -104,15 +124,30 @@ export class Streams {
   /** Heartbeats, stall detection, token expiry and catch-up retries for every connection, from one timer. */
   start(): void {
     const { heartbeatMs } = this.limits;
-    const interval = Math.min(1000, Math.max(25, Math.floor(heartbeatMs / 4)));
+    writeClock.now = Date.now();
     this.ticker = setInterval(() => {
       const now = Date.now();
-      const livePosition = hasLivePosition(this.transport) ? this.transport.livePosition() : undefined;
-      for (const subscriber of this.registry.all()) {
-        if (subscriber.connection.tick(now, heartbeatMs)) subscriber.refreshClientId(livePosition);
-      }
+      writeClock.now = now;
+      let livePosition: EventId | undefined;
+      let positionRead = false;
+      this.wheel.takeDue(now, (connection) => {
+        if (connection.tick(now, heartbeatMs)) {
+          // Read once per tick, and only when some stream went idle.
+          if (!positionRead) {
+            livePosition = this.livePosition();
+            positionRead = true;
+          }
+          connection.idleListener?.refreshClientId(livePosition);
+        }
+        // A deadline that moved (the stream wrote since it was filed) is found here, not on every write.
+        if (!connection.isClosed) this.wheel.file(connection, connection.nextDeadline(heartbeatMs));
+      });
       if (this.transport.isListening()) this.catchUp.retryFailed(now).catch((err: unknown) => this.catchUpCrashed(err));
-    }, interval);
+    }, this.wheel.resolutionMs);
+  }
+
+  private livePosition(): EventId | undefined {
+    return hasLivePosition(this.transport) ? this.transport.livePosition() : undefined;
   }
 
   /**

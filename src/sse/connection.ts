@@ -1,6 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import { flushSoon, type Flushable } from './flush-queue';
 import { HEARTBEAT_FRAME, encodeRetry } from './frame';
+import type { EventId } from '../history/event-id';
+import { NOT_FILED, type WheelItem } from '../hub/timer-wheel';
 
 export const DISCONNECT_REASONS = [
   'client_closed',
@@ -39,6 +41,24 @@ function onResponseDrain(this: OwnedResponse): void {
   this[CONNECTION]?.flushBacklog();
 }
 
+/**
+ * The time of the hub's last tick, in epoch ms. Writes stamp themselves with it instead of
+ * reading the clock on the fan-out path; a tick is at most one timer resolution old, which is
+ * the precision heartbeats are scheduled with anyway.
+ */
+export const writeClock = { now: Date.now() };
+
+/** The hub's side of a connection's deadlines. */
+export interface ConnectionTimers {
+  /** The connection's next deadline moved from where it is filed: it started or stopped queueing behind its socket. */
+  refile(connection: SseConnection): void;
+}
+
+/** Told when a heartbeat went out: the stream is idle, a good time to refresh what the client holds. */
+export interface IdleListener {
+  refreshClientId(livePosition?: EventId): void;
+}
+
 export const SSE_HEADERS: Readonly<Record<string, string>> = {
   'Content-Type': 'text/event-stream',
   'Cache-Control': 'no-cache, no-transform',
@@ -51,7 +71,9 @@ export const SSE_HEADERS: Readonly<Record<string, string>> = {
  * `write()` reports back-pressure they queue up to the configured bound, and a client that
  * stays behind past it is disconnected so that it reconnects instead of pinning memory.
  */
-export class SseConnection implements Flushable {
+export class SseConnection implements Flushable, WheelItem {
+  wheelSlot = NOT_FILED;
+  idleListener: IdleListener | undefined;
   private closed = false;
   /** Only for hosts that wait on a stream's end; most connections never allocate it. */
   private closeWaiters: Array<(reason: DisconnectReason) => void> | undefined;
@@ -64,8 +86,7 @@ export class SseConnection implements Flushable {
   private backlogHead = 0;
   private backlogBytes = 0;
   private congestedSince = 0;
-  /** Set on every write; the hub's tick folds it into lastWriteAt, keeping clock reads off the fan-out path. */
-  private wroteSinceTick = false;
+  /** Stamped from writeClock, keeping clock reads off the fan-out path. */
   private lastWriteAt: number;
   private writableWaiters: Array<() => void> | undefined;
 
@@ -77,6 +98,7 @@ export class SseConnection implements Flushable {
     private readonly res: ServerResponse,
     private readonly limits: OutboundLimits,
     private readonly onClose: (connection: SseConnection, reason: DisconnectReason) => void,
+    private readonly timers?: ConnectionTimers,
   ) {
     this.lastWriteAt = Date.now();
     // Shared listeners find their connection on the response: no closures per connection.
@@ -115,7 +137,7 @@ export class SseConnection implements Flushable {
     if (this.closed) return false;
     const backlog = this.backlog;
     if (backlog === null) {
-      this.wroteSinceTick = true;
+      this.lastWriteAt = writeClock.now;
       const pending = this.pending;
       if (pending === null) {
         this.pending = [frame];
@@ -170,8 +192,8 @@ export class SseConnection implements Flushable {
   }
 
   /**
-   * Called periodically by the hub: heartbeats for idle streams, stall and expiry checks.
-   * Returns true when it sent a heartbeat (the stream is idle).
+   * Called by the hub when the connection's deadline (nextDeadline) has come: heartbeat for an
+   * idle stream, stall and expiry checks. Returns true when it sent a heartbeat (the stream is idle).
    */
   tick(now: number, heartbeatMs: number): boolean {
     if (this.closed) return false;
@@ -183,13 +205,18 @@ export class SseConnection implements Flushable {
       if (now - this.congestedSince >= this.limits.stallMs) this.close('slow_consumer');
       return false;
     }
-    if (this.wroteSinceTick) {
-      this.wroteSinceTick = false;
-      this.lastWriteAt = now;
-    } else if (now - this.lastWriteAt >= heartbeatMs) {
-      return this.send(HEARTBEAT_FRAME);
-    }
-    return false;
+    if (now - this.lastWriteAt < heartbeatMs) return false;
+    this.lastWriteAt = now;
+    // The shared frame, written as it is: an idle stream costs no allocation of its own per heartbeat.
+    if (this.pending !== null) this.send(HEARTBEAT_FRAME);
+    else if (!this.res.write(HEARTBEAT_FRAME)) this.startBacklog();
+    return true;
+  }
+
+  /** When tick has something to do next: expiry, then a stall check while congested, else the next heartbeat. */
+  nextDeadline(heartbeatMs: number): number {
+    const due = this.backlog !== null ? this.congestedSince + this.limits.stallMs : this.lastWriteAt + heartbeatMs;
+    return Math.min(due, this.expiresAt);
   }
 
   /** Tells the client when to come back, then ends the stream (used while draining). */
@@ -238,6 +265,7 @@ export class SseConnection implements Flushable {
     this.backlogHead = 0;
     this.congestedSince = Date.now();
     this.res.once('drain', onResponseDrain);
+    this.timers?.refile(this);
   }
 
   /** Writes queued frames on the socket's 'drain', until it refuses again. */
@@ -248,7 +276,7 @@ export class SseConnection implements Flushable {
       const frame = backlog[this.backlogHead] as Buffer;
       this.backlogHead++;
       this.backlogBytes -= frame.length;
-      this.wroteSinceTick = true;
+      this.lastWriteAt = writeClock.now;
       if (!this.res.write(frame)) {
         this.compactBacklog();
         this.congestedSince = Date.now();
@@ -259,6 +287,8 @@ export class SseConnection implements Flushable {
     this.backlog = null;
     this.backlogHead = 0;
     this.backlogBytes = 0;
+    // Filed for a stall check that may lie past the next heartbeat: back on the heartbeat's schedule.
+    this.timers?.refile(this);
     this.wakeWriters();
   }
 

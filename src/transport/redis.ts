@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { NOOP_LOGGER, type HubLogger } from '../log';
 import type { EventId } from '../history/event-id';
 import { HistoryReadAbandonedError, type HistoryQuery, type HistoryRead } from '../history/history';
-import type { EventKind } from '../routing';
+import { type EventKind, isEventKind } from '../routing';
 import {
   DEFAULT_HISTORY_SETTINGS,
   PUBLISHER_CONNECTION_OPTIONS,
@@ -10,6 +10,7 @@ import {
   type HistorySettings,
 } from './redis-events';
 import { admitEnvelope, isRejectedMessage } from '../wire/envelope';
+import { peekEnvelopeUserId } from '../wire/peek-user-id';
 import type { PublishQuotaLimits } from '../limits';
 import type { Published, QuotaStore, TicketStore, Transport, TransportHandler } from './transport';
 
@@ -119,7 +120,16 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore {
     this.subscriber.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer, message: Buffer) => {
       const handler = this.handler;
       if (!handler) return;
-      const admitted = admitEnvelope(channel.toString('utf8', this.channelPrefixLength), message, this.maxEventBytes);
+      const kind = channel.toString('utf8', this.channelPrefixLength);
+      // Every replica sees every event; most are for users it does not hold, and need no full parse.
+      if (isEventKind(kind)) {
+        const userId = peekEnvelopeUserId(message);
+        if (userId !== undefined && !handler.holds(userId)) {
+          handler.skipped();
+          return;
+        }
+      }
+      const admitted = admitEnvelope(kind, message, this.maxEventBytes);
       if (isRejectedMessage(admitted)) handler.rejected(admitted);
       else handler.event(admitted);
     });

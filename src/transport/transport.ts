@@ -44,6 +44,13 @@ export interface TransportHandler {
   /** Every valid event published on any replica, once, in the order the transport delivers it. */
   event(event: InboundEvent): void;
   rejected(message: RejectedMessage): void;
+  /**
+   * Whether this replica has an open stream of the user. A transport that can read the user
+   * before parsing a message drops what this answers false for, and says so through skipped().
+   */
+  holds(userId: string): boolean;
+  /** A message dropped unparsed because holds() answered false for its user. */
+  skipped(): void;
   /** Just before each (re)subscription, the first one included, while nothing can have arrived yet. */
   subscribing(): void;
   /** Once messages flow; `again` is false for the first subscription of this transport. */

@@ -46,6 +46,8 @@ export function ignoringHandler(): import('../../src/transport/transport').Trans
   return {
     event: ignore,
     rejected: ignore,
+    holds: () => true,
+    skipped: ignore,
     subscribing: ignore,
     subscribed: ignore,
     metrics: { rowsRead: ignore, wokeUp: ignore, lag: ignore, reconnected: ignore },

@@ -195,6 +195,22 @@ describe('two replicas over Redis', () => {
     expect(await post('garbage', '{"user_id":"carol","type":"A"}')).toBe(401);
   });
 
+  it('drops events for users it holds no stream of before parsing them, and still validates the ones it delivers', async () => {
+    const held = await open(b, '/api/v1/stream/agui', 'skip-held');
+    const skippedBefore = await metricValue(b, 'ssehub_events_skipped_total');
+    const malformedBefore = await metricValue(b, 'ssehub_events_rejected_total{reason="malformed_json"}');
+    // Unparseable after the user id: skipped unread on a replica that does not hold the user.
+    await publish('agui', '{"user_id":"skip-nobody","event":{"type":"X"');
+    await publish('agui', `{"id":"k:1-1","user_id":"skip-nobody","event":{"type":"X"}}`);
+    // The held user's broken envelope is parsed, and rejected.
+    await publish('agui', '{"user_id":"skip-held","event":{"type":"X"');
+    await publish('agui', envelope('skip-held', '{"type":"DELIVERED"}'));
+    await held.waitForEvents(1);
+    expect(held.events().map((e) => e.data)).toEqual(['{"type":"DELIVERED"}']);
+    expect(await metricValue(b, 'ssehub_events_skipped_total')).toBe(skippedBefore + 2);
+    expect(await metricValue(b, 'ssehub_events_rejected_total{reason="malformed_json"}')).toBe(malformedBefore + 1);
+  });
+
   it('survives bad input: counted, logged, and nothing leaks to anyone', async () => {
     const victim = await open(b, '/api/v1/stream/contexts', 'victim');
     const bad = [
