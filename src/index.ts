@@ -11,23 +11,8 @@ export {
 } from './create-hub';
 export type { StreamGuard, ServeStreamOptions } from './http/stream-routes';
 export { STREAM_ROUTES } from './http/stream-routes';
-export type {
-  A2AEvent,
-  AgUiEvent,
-  AnalyticsEvent,
-  ContextSummary,
-  EventInput,
-  EventMap,
-  EventOf,
-  JsonValue,
-  KnownAnalyticsEvent,
-  KnownSystemEvent,
-  OpenEvent,
-  SystemEvent,
-} from './events/types';
-export { EventValidationError } from './events/errors';
-export { createEventValidator, type EventValidator, type ValidationSwitches } from './events/validate';
-export { serializeEvent } from './events/serialize';
+// Typed event families, validation and serialization: the events module's own public surface.
+export * from './events';
 export { MemoryTransport } from './transport/memory';
 export type { HistoryLimits as MemoryTransportOptions } from './history/memory-history';
 export {
