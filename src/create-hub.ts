@@ -11,7 +11,7 @@ import { createPublishQuota, type PublishQuota } from './http/publish-quota';
 import { createLogger, type HubLogger } from './log';
 import { HubMetrics, type MetricsOptions } from './metrics';
 import { routesFor, type EventKind, type StreamKind, STREAM_KINDS } from './routing';
-import { MemoryTransport } from './transport/memory';
+import { MemoryTransport } from './transport/memory/transport';
 import { hasTicketStore, type Published, type TicketStore, type Transport } from './transport/transport';
 import { MemoryTicketStore, StreamTickets } from './auth/tickets';
 import { toEventBytes } from './wire/publishable';

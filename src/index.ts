@@ -13,7 +13,7 @@ export type { StreamGuard, ServeStreamOptions } from './http/stream-routes';
 export { STREAM_ROUTES } from './http/stream-routes';
 // Typed event families, validation and serialization: the events module's own public surface.
 export * from './events';
-export { MemoryTransport } from './transport/memory';
+export { MemoryTransport } from './transport/memory/transport';
 export type { HistoryLimits as MemoryTransportOptions } from './history/memory-history';
 export {
   EventError,

@@ -3,4 +3,4 @@ import { loadOptional } from './optional-peer';
 
 loadOptional('postgres', () => require('pg'));
 
-export { PostgresTransport, type PostgresTransportOptions } from './transport/postgres';
+export { PostgresTransport, type PostgresTransportOptions } from './transport/postgres/transport';

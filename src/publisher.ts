@@ -50,7 +50,7 @@ export class Publisher {
     const { Redis } = loadOptional('redis', () => require('ioredis') as typeof import('ioredis'));
     const { PUBLISHER_CONNECTION_OPTIONS, RedisEvents } = loadOptional(
       'redis',
-      () => require('./transport/redis-events') as typeof import('./transport/redis-events'),
+      () => require('./transport/redis/events') as typeof import('./transport/redis/events'),
     );
     const redis = new Redis(options.url, {
       connectionName: 'ssehub-external-publisher',
@@ -82,8 +82,8 @@ export class Publisher {
    */
   static async connectPostgres(options: PostgresPublisherOptions): Promise<Publisher> {
     const { Pool } = loadOptional('postgres', () => require('pg') as typeof import('pg'));
-    const { Outbox } = require('./transport/postgres-outbox') as typeof import('./transport/postgres-outbox');
-    const { SESSION_OPTIONS } = require('./transport/postgres-schema') as typeof import('./transport/postgres-schema');
+    const { Outbox } = require('./transport/postgres/outbox') as typeof import('./transport/postgres/outbox');
+    const { SESSION_OPTIONS } = require('./transport/postgres/schema') as typeof import('./transport/postgres/schema');
     const pool = new Pool({
       connectionString: options.url,
       options: SESSION_OPTIONS,

@@ -4,6 +4,6 @@ import { loadOptional } from './optional-peer';
 // Checked first, so that a missing ioredis fails with the package to install, not a bare MODULE_NOT_FOUND.
 loadOptional('redis', () => require('ioredis'));
 
-export { RedisTransport, type RedisTransportOptions } from './transport/redis';
-export type { HistorySettings } from './transport/redis-events';
-export { REDIS_LIBRARY, PUBLISH_FUNCTION } from './transport/redis-library';
+export { RedisTransport, type RedisTransportOptions } from './transport/redis/transport';
+export type { HistorySettings } from './transport/redis/events';
+export { REDIS_LIBRARY, PUBLISH_FUNCTION } from './transport/redis/library';

@@ -26,7 +26,7 @@ function createTransport(config: Config, log: HubLogger): Transport | undefined 
   if (config.transport === 'postgres') {
     const { PostgresTransport } = loadOptional(
       'postgres',
-      () => require('./transport/postgres') as typeof import('./transport/postgres'),
+      () => require('./transport/postgres/transport') as typeof import('./transport/postgres/transport'),
     );
     return new PostgresTransport({
       url: config.databaseUrl as string,
@@ -41,7 +41,7 @@ function createTransport(config: Config, log: HubLogger): Transport | undefined 
   if (config.transport === 'redis') {
     const { RedisTransport } = loadOptional(
       'redis',
-      () => require('./transport/redis') as typeof import('./transport/redis'),
+      () => require('./transport/redis/transport') as typeof import('./transport/redis/transport'),
     );
     return new RedisTransport({
       url: config.redisUrl as string,

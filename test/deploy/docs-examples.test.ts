@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config';
 import { parseEventId, type EventId } from '../../src/history/event-id';
 import { EVENT_KINDS, routesFor, type StreamKind } from '../../src/routing';
 import { HEARTBEAT_FRAME } from '../../src/sse/frame';
-import { PUBLISH_FUNCTION, REDIS_LIBRARY } from '../../src/transport/redis-library';
+import { PUBLISH_FUNCTION, REDIS_LIBRARY } from '../../src/transport/redis/library';
 import { STREAM_ROUTES } from '../../src/http/stream-routes';
 import { parseEnvelope, parseWebhookBody } from '../../src/wire/envelope';
 import {
@@ -318,7 +318,7 @@ describe('examples', () => {
   it('README shows the FCALL form the function library defines', () => {
     const readme = readText('examples/README.md');
     expect(readme).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> <prefix>`);
-    expect(readText('src/transport/redis-library.ts')).toContain(
+    expect(readText('src/transport/redis/library.ts')).toContain(
       `FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> [<prefix>]`,
     );
     expect(readme).toContain(`\`${DEFAULT_PREFIX}\` when left out`);

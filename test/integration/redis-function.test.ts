@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { parseEventId } from '../../src/history/event-id';
-import { REDIS_LIBRARY } from '../../src/transport/redis-library';
+import { REDIS_LIBRARY } from '../../src/transport/redis/library';
 import { MAX_JSON_DEPTH, parseEnvelope, validateEvent, validateUserId } from '../../src/wire/envelope';
 import { SHARED_REDIS_URL, uniquePrefix } from '../helpers/hub-process';
 

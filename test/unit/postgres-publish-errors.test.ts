@@ -1,4 +1,4 @@
-import { publishFailure } from '../../src/transport/postgres-outbox';
+import { publishFailure } from '../../src/transport/postgres/outbox';
 import {
   EventRejectedError,
   PublishOutcomeUnknownError,

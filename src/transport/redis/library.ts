@@ -17,7 +17,7 @@
  *   <prefix>:b:<user>   event bytes retained in the user's stream
  *   <prefix>:q:<principal>  publish quota of the current window (fields e = events, b = bytes)
  */
-import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../wire/envelope';
+import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../../wire/envelope';
 
 export const LIBRARY_NAME = 'ssehub';
 export const PUBLISH_FUNCTION = 'ssehub_publish';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Pool, QueryConfig, QueryResult, QueryResultRow } from 'pg';
-import { EVENT_KINDS } from '../routing';
-import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../wire/envelope';
+import { EVENT_KINDS } from '../../routing';
+import { MAX_JSON_DEPTH, MAX_USER_ID_LENGTH } from '../../wire/envelope';
 
 /** Bumped whenever the objects below change; replicas only ever migrate forward. */
 export const OUTBOX_SCHEMA_VERSION = 3;

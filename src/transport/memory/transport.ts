@@ -1,8 +1,8 @@
-import { formatEventId, type EventId } from '../history/event-id';
-import type { HistoryQuery, HistoryRead } from '../history/history';
-import { MemoryHistory, type HistoryLimits } from '../history/memory-history';
-import type { EventKind } from '../routing';
-import { TransportUnavailableError, type Published, type Transport, type TransportHandler } from './transport';
+import { formatEventId, type EventId } from '../../history/event-id';
+import type { HistoryQuery, HistoryRead } from '../../history/history';
+import { MemoryHistory, type HistoryLimits } from '../../history/memory-history';
+import type { EventKind } from '../../routing';
+import { TransportUnavailableError, type Published, type Transport, type TransportHandler } from '../transport';
 
 const SWEEP_INTERVAL_MS = 60_000;
 

@@ -1,18 +1,13 @@
 import { Redis } from 'ioredis';
-import { NOOP_LOGGER, type HubLogger } from '../log';
-import type { EventId } from '../history/event-id';
-import { HistoryReadAbandonedError, type HistoryQuery, type HistoryRead } from '../history/history';
-import { type EventKind, isEventKind } from '../routing';
-import {
-  DEFAULT_HISTORY_SETTINGS,
-  PUBLISHER_CONNECTION_OPTIONS,
-  RedisEvents,
-  type HistorySettings,
-} from './redis-events';
-import { admitEnvelope, isRejectedMessage } from '../wire/envelope';
-import { peekEnvelopeUserId } from '../wire/peek-user-id';
-import type { PublishQuotaLimits } from '../limits';
-import type { Published, QuotaStore, TicketStore, Transport, TransportHandler } from './transport';
+import { NOOP_LOGGER, type HubLogger } from '../../log';
+import type { EventId } from '../../history/event-id';
+import { HistoryReadAbandonedError, type HistoryQuery, type HistoryRead } from '../../history/history';
+import { type EventKind, isEventKind } from '../../routing';
+import { DEFAULT_HISTORY_SETTINGS, PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type HistorySettings } from './events';
+import { admitEnvelope, isRejectedMessage } from '../../wire/envelope';
+import { peekEnvelopeUserId } from '../../wire/peek-user-id';
+import type { PublishQuotaLimits } from '../../limits';
+import type { Published, QuotaStore, TicketStore, Transport, TransportHandler } from '../transport';
 
 export interface RedisTransportOptions {
   url: string;

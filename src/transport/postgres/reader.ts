@@ -1,11 +1,11 @@
 import { Client } from 'pg';
-import type { HubLogger } from '../log';
-import { isEventKind } from '../routing';
-import { validateEvent, validateUserId, type Rejected } from '../wire/envelope';
-import type { EventId } from '../history/event-id';
-import { comparePosition, eventIdAt, type OutboxPosition } from './postgres-outbox';
-import { SESSION_OPTIONS, notifyChannel, quoteIdent } from './postgres-schema';
-import type { TransportHandler, TransportMetrics, WakeSource } from './transport';
+import type { HubLogger } from '../../log';
+import { isEventKind } from '../../routing';
+import { validateEvent, validateUserId, type Rejected } from '../../wire/envelope';
+import type { EventId } from '../../history/event-id';
+import { comparePosition, eventIdAt, type OutboxPosition } from './outbox';
+import { SESSION_OPTIONS, notifyChannel, quoteIdent } from './schema';
+import type { TransportHandler, TransportMetrics, WakeSource } from '../transport';
 
 /** What the reader tells the transport about its connection and about positions it had to skip. */
 export interface ReaderEvents {

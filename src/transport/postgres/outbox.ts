@@ -1,9 +1,14 @@
 import type { Pool, PoolClient } from 'pg';
-import type { EventId } from '../history/event-id';
-import type { HistoryEntry, HistoryQuery, HistoryRead } from '../history/history';
-import type { EventKind } from '../routing';
-import { quoteIdent } from './postgres-schema';
-import { EventRejectedError, PublishOutcomeUnknownError, TransportUnavailableError, type Published } from './transport';
+import type { EventId } from '../../history/event-id';
+import type { HistoryEntry, HistoryQuery, HistoryRead } from '../../history/history';
+import type { EventKind } from '../../routing';
+import { quoteIdent } from './schema';
+import {
+  EventRejectedError,
+  PublishOutcomeUnknownError,
+  TransportUnavailableError,
+  type Published,
+} from '../transport';
 
 /**
  * Positions in the outbox are (transaction id, row id): the order the reader delivers in.

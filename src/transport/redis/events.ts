@@ -1,7 +1,7 @@
 import type { Redis, RedisOptions } from 'ioredis';
-import type { PublishQuotaLimits } from '../limits';
-import { parseEventId, type EventId } from '../history/event-id';
-import { planReplay, type HistoryEntry, type HistoryQuery, type HistoryRead } from '../history/history';
+import type { PublishQuotaLimits } from '../../limits';
+import { parseEventId, type EventId } from '../../history/event-id';
+import { planReplay, type HistoryEntry, type HistoryQuery, type HistoryRead } from '../../history/history';
 import {
   HISTORY_FUNCTION,
   PUBLISH_COUNTED_FUNCTION,
@@ -10,8 +10,13 @@ import {
   DEFAULT_HISTORY_MAX,
   DEFAULT_HISTORY_MAX_BYTES,
   DEFAULT_HISTORY_TTL_MS,
-} from './redis-library';
-import { EventRejectedError, PublishOutcomeUnknownError, TransportUnavailableError, type Published } from './transport';
+} from './library';
+import {
+  EventRejectedError,
+  PublishOutcomeUnknownError,
+  TransportUnavailableError,
+  type Published,
+} from '../transport';
 
 export interface HistorySettings {
   historyMax: number;

@@ -1,18 +1,18 @@
 import { Pool } from 'pg';
-import type { HubLogger } from '../log';
-import type { EventId } from '../history/event-id';
-import type { HistoryQuery, HistoryRead } from '../history/history';
-import type { EventKind } from '../routing';
-import { Outbox } from './postgres-outbox';
-import { OutboxReader } from './postgres-reader';
-import { SESSION_OPTIONS, migrateOutbox } from './postgres-schema';
+import type { HubLogger } from '../../log';
+import type { EventId } from '../../history/event-id';
+import type { HistoryQuery, HistoryRead } from '../../history/history';
+import type { EventKind } from '../../routing';
+import { Outbox } from './outbox';
+import { OutboxReader } from './reader';
+import { SESSION_OPTIONS, migrateOutbox } from './schema';
 import {
   TransportUnavailableError,
   type Published,
   type TicketStore,
   type Transport,
   type TransportHandler,
-} from './transport';
+} from '../transport';
 
 export interface PostgresTransportOptions {
   /** postgres://user:password@host:5432/database */
