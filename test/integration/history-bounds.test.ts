@@ -7,6 +7,7 @@ import { MemoryTransport } from '../../src/transport/memory/transport';
 import { Outbox } from '../../src/transport/postgres/outbox';
 import { migrateOutbox } from '../../src/transport/postgres/schema';
 import { RedisEvents } from '../../src/transport/redis/events';
+import { userKeys } from '../../src/transport/redis/library';
 import { metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedis } from '../helpers/redis-server';
 import { SHARED_DATABASE_URL, connectPg, dropSchema, uniqueSchema } from '../helpers/postgres-server';
@@ -76,17 +77,14 @@ async function redisStore(): Promise<StoreUnderTest> {
   const prefix = uniquePrefix();
   const redis = new Redis(redisServer.url);
   const events = new RedisEvents(redis, prefix, {
-    historyMax: 1000,
-    historyMaxBytes: BUDGET,
-    historyTtlMs: 3_600_000,
-    maxEventBytes: 4096,
+    settings: { historyMax: 1000, historyMaxBytes: BUDGET, historyTtlMs: 3_600_000, maxEventBytes: 4096 },
   });
   await events.prepare();
   return {
     publish: async (user, body) => idOf((await events.publish('agui', user, body)).id),
     read: (user, after, query) => events.readHistory(user, after, query),
     trim: async () => undefined,
-    countedBytes: async (user) => Number(await redis.get(`${prefix}:b:${user}`)),
+    countedBytes: async (user) => Number(await redis.hget(userKeys(prefix, user).meta, 'b')),
     close: async () => redis.disconnect(),
   };
 }
