@@ -10,9 +10,12 @@ import {
   QUOTA_FUNCTION,
   READ_HISTORY_FUNCTION,
   VERSION_FUNCTION,
+  DEFAULT_HISTORY_SETTINGS,
+  parseSettings,
   redisLibrary,
-  settingsDigest,
+  sameSettings,
   userKeys,
+  withSettings,
   type HistorySettings,
 } from './library';
 import { keySlot } from './slot';
@@ -116,34 +119,39 @@ export class RedisEvents {
     private readonly options: RedisEventsOptions = {},
   ) {}
 
-  /** Loads the library unless one as new, with these settings, is loaded already. */
+  /**
+   * Loads the library unless one as new, with this deployment's limits, is loaded already. The
+   * limits of other deployments on the same Redis (other prefixes) are kept.
+   */
   async prepare(): Promise<void> {
-    const loaded = await this.loadedVersion();
-    const { settings } = this.options;
-    if (loaded !== undefined) {
-      if (loaded.version > LIBRARY_VERSION) {
-        // A newer replica of a rolling upgrade loaded it; its functions keep this version's forms.
-        this.options.log?.info({ loaded: loaded.version, own: LIBRARY_VERSION }, 'a newer ssehub library is loaded');
-        return;
-      }
-      if (
-        loaded.version === LIBRARY_VERSION &&
-        (settings === undefined || loaded.settings === settingsDigest(settings))
-      ) {
-        return;
-      }
-      if (loaded.version === LIBRARY_VERSION && settings !== undefined) {
-        this.options.log?.warn(
-          { loaded: loaded.settings, own: settingsDigest(settings) },
-          'the ssehub library was loaded with other limits; loading this replica’s (every replica must share one configuration)',
-        );
-      }
+    const loaded = await this.loadedLibrary();
+    const own = this.options.settings;
+    const present = loaded?.settings.get(this.prefix);
+    if (loaded && loaded.version > LIBRARY_VERSION) {
+      // A newer replica of a rolling upgrade loaded it; its functions keep this version's forms.
+      if (present === undefined)
+        this.options.log?.error({ prefix: this.prefix }, 'a newer ssehub library is loaded without this deployment');
+      return;
     }
-    await this.loadLibrary();
+    if (
+      loaded &&
+      loaded.version === LIBRARY_VERSION &&
+      present !== undefined &&
+      (own === undefined || sameSettings(present, own))
+    ) {
+      return;
+    }
+    if (present !== undefined && own !== undefined && !sameSettings(present, own)) {
+      this.options.log?.warn(
+        { prefix: this.prefix, loaded: present, own },
+        'the ssehub library held other limits for this prefix; loading this replica’s (every replica of a deployment must share one configuration)',
+      );
+    }
+    const base = loaded?.version === LIBRARY_VERSION ? loaded.settings : new Map<string, HistorySettings>();
+    await this.loadLibrary(redisLibrary(withSettings(base, this.prefix, own ?? present ?? DEFAULT_HISTORY_SETTINGS)));
   }
 
-  private async loadLibrary(): Promise<void> {
-    const source = redisLibrary(this.options.settings);
+  private async loadLibrary(source: string): Promise<void> {
     if (isCluster(this.redis)) {
       // A function library is per node: every primary needs it, replicas get it by replication.
       await Promise.all(this.redis.nodes('master').map((node) => node.call('FUNCTION', 'LOAD', 'REPLACE', source)));
@@ -152,14 +160,15 @@ export class RedisEvents {
     }
   }
 
-  private async loadedVersion(): Promise<{ version: number; settings: string } | undefined> {
+  /** The oldest library loaded on any primary, with the limits it carries. */
+  private async loadedLibrary(): Promise<{ version: number; settings: Map<string, HistorySettings> } | undefined> {
     const nodes = isCluster(this.redis) ? this.redis.nodes('master') : [this.redis];
-    let oldest: { version: number; settings: string } | undefined;
+    let oldest: { version: number; settings: Map<string, HistorySettings> } | undefined;
     for (const node of nodes) {
       try {
         const reply = (await node.call('FCALL_RO', VERSION_FUNCTION, '0')) as [number, string];
-        const found = { version: Number(reply[0]), settings: String(reply[1]) };
-        if (oldest === undefined || found.version < oldest.version) oldest = found;
+        const found = { version: Number(reply[0]), settings: parseSettings(String(reply[1])) };
+        if (oldest === undefined || found.version < oldest.version || !found.settings.has(this.prefix)) oldest = found;
       } catch (err) {
         if (/Function not found/i.test((err as Error).message ?? '')) return undefined;
         throw err;
@@ -313,7 +322,8 @@ export class RedisEvents {
     try {
       return await call();
     } catch (err) {
-      if (!/Function not found/i.test((err as Error).message ?? '')) throw classify(err);
+      // Redis restarted without persistence, or another deployment's replica reloaded the library without ours.
+      if (!/Function not found|no limits loaded for prefix/i.test((err as Error).message ?? '')) throw classify(err);
     }
     try {
       await this.prepare();

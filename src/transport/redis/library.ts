@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_LIMITS } from '../../limits';
@@ -46,23 +45,68 @@ function readSources(): string {
   return sources;
 }
 
-/** The settings as the library reports them (ssehub_version), to tell whether a loaded one is ours. */
-export function settingsDigest(settings: HistorySettings): string {
-  const text = `kinds=${EVENT_KINDS.join(',')};max_event_bytes=${settings.maxEventBytes};history_max=${settings.historyMax};history_max_bytes=${settings.historyMaxBytes};history_ttl_ms=${settings.historyTtlMs}`;
-  return `${createHash('sha256').update(text).digest('hex').slice(0, 16)} ${text}`;
+/** Each deployment's limits by key prefix, in the order they were loaded (the oldest is dropped first). */
+export type LibrarySettings = ReadonlyMap<string, HistorySettings>;
+
+/** Deployments one Redis keeps limits for; one more drops the longest-loaded (it reloads on its next call). */
+export const MAX_DEPLOYMENTS = 64;
+
+/** The limits as the library carries them: `<prefix>=<max event bytes>,<history max>,<history max bytes>,<ttl ms>;...`. */
+export function formatSettings(settings: LibrarySettings): string {
+  return [...settings]
+    .map(([prefix, s]) => `${prefix}=${s.maxEventBytes},${s.historyMax},${s.historyMaxBytes},${s.historyTtlMs}`)
+    .join(';');
 }
 
-/** The library's source with `settings` filled in, ready for FUNCTION LOAD. */
-export function redisLibrary(settings: HistorySettings = DEFAULT_HISTORY_SETTINGS): string {
+export function parseSettings(text: string): Map<string, HistorySettings> {
+  const settings = new Map<string, HistorySettings>();
+  for (const entry of text.split(';')) {
+    const match = /^([A-Za-z0-9_.:-]+)=(\d+),(\d+),(\d+),(\d+)$/.exec(entry);
+    if (!match) continue;
+    const [maxEventBytes, historyMax, historyMaxBytes, historyTtlMs] = match.slice(2).map(Number) as number[];
+    settings.set(match[1] as string, {
+      maxEventBytes: maxEventBytes as number,
+      historyMax: historyMax as number,
+      historyMaxBytes: historyMaxBytes as number,
+      historyTtlMs: historyTtlMs as number,
+    });
+  }
+  return settings;
+}
+
+/** `loaded` with `prefix` set to `own`, moved to the end, within MAX_DEPLOYMENTS. */
+export function withSettings(
+  loaded: LibrarySettings,
+  prefix: string,
+  own: HistorySettings,
+): Map<string, HistorySettings> {
+  const merged = new Map(loaded);
+  merged.delete(prefix);
+  merged.set(prefix, own);
+  for (const key of merged.keys()) {
+    if (merged.size <= MAX_DEPLOYMENTS) break;
+    merged.delete(key);
+  }
+  return merged;
+}
+
+export function sameSettings(a: HistorySettings | undefined, b: HistorySettings): boolean {
+  return (
+    a !== undefined &&
+    a.maxEventBytes === b.maxEventBytes &&
+    a.historyMax === b.historyMax &&
+    a.historyMaxBytes === b.historyMaxBytes &&
+    a.historyTtlMs === b.historyTtlMs
+  );
+}
+
+/** The library's source with each deployment's limits filled in, ready for FUNCTION LOAD. */
+export function redisLibrary(settings: LibrarySettings = new Map([['ssehub', DEFAULT_HISTORY_SETTINGS]])): string {
   const values: Record<string, string> = {
     LIBRARY_VERSION: String(LIBRARY_VERSION),
-    SETTINGS: settingsDigest(settings),
+    SETTINGS: formatSettings(settings),
     KINDS: EVENT_KINDS.map((kind) => `${kind} = true`).join(', '),
     KIND_LIST: EVENT_KINDS.join(', '),
-    MAX_EVENT_BYTES: String(settings.maxEventBytes),
-    HISTORY_MAX: String(settings.historyMax),
-    HISTORY_MAX_BYTES: String(settings.historyMaxBytes),
-    HISTORY_TTL_MS: String(settings.historyTtlMs),
     MAX_KEY_BYTES: String(MAX_KEY_BYTES),
   };
   const body = readSources().replace(/__([A-Z_]+)__/g, (token, name: string) => {
@@ -73,7 +117,7 @@ export function redisLibrary(settings: HistorySettings = DEFAULT_HISTORY_SETTING
   return `#!lua name=${LIBRARY_NAME}\n${body}`;
 }
 
-/** The library with the default settings (the configuration table's), for loading by hand. */
+/** The library with the default limits for the default prefix (`ssehub`), for loading by hand. */
 export const REDIS_LIBRARY = redisLibrary();
 
 /**

@@ -19,13 +19,24 @@ when the history is created, and when the Redis that holds it is not the one tha
 events there. A client resuming from an older epoch gets a reset, never a silent gap.
 ]]
 local LIBRARY_VERSION = __LIBRARY_VERSION__
-local SETTINGS = '__SETTINGS__'
 local KINDS = { __KINDS__ }
-local MAX_EVENT_BYTES = __MAX_EVENT_BYTES__
-local HISTORY_MAX = __HISTORY_MAX__
-local HISTORY_MAX_BYTES = __HISTORY_MAX_BYTES__
-local HISTORY_TTL_MS = __HISTORY_TTL_MS__
 local MAX_KEY_BYTES = __MAX_KEY_BYTES__
+-- The limits of each deployment sharing this Redis, by key prefix, as the replicas loaded them:
+-- "<prefix>=<max event bytes>,<history max>,<history max bytes>,<history ttl ms>;..."
+local SETTINGS_TEXT = '__SETTINGS__'
+-- Parsed on first use: the standard libraries are not there while a library loads.
+local SETTINGS
+local function settings_for(prefix)
+  if not SETTINGS then
+    SETTINGS = {}
+    for name, a, b, c, d in string.gmatch(SETTINGS_TEXT, '([^=;]+)=(%d+),(%d+),(%d+),(%d+)') do
+      SETTINGS[name] = {
+        max_event_bytes = tonumber(a), history_max = tonumber(b), history_max_bytes = tonumber(c), history_ttl_ms = tonumber(d),
+      }
+    end
+  end
+  return SETTINGS[prefix]
+end
 local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
 
 local function base36(n)
@@ -62,13 +73,21 @@ local function entry_bytes(entry)
   return 0
 end
 
+-- The user's keys, channel and the limits of the deployment the key prefix names; nil and an
+-- error text when the keys are not a user's, or no replica of that deployment loaded its limits.
 local function check_keys(keys)
   local meta, history = keys[1], keys[2]
   if not meta or not history or #meta > MAX_KEY_BYTES or string.sub(meta, -2) ~= ':m'
     or string.sub(history, 1, -3) ~= string.sub(meta, 1, -3) or string.sub(history, -2) ~= ':h' then
-    return nil
+    return nil, 'keys must be <prefix>:{<tag>}:m and <prefix>:{<tag>}:h'
   end
-  return meta, history, string.sub(meta, 1, -3)
+  local at = string.find(meta, ':{', 1, true)
+  local prefix = at and string.sub(meta, 1, at - 1)
+  local settings = prefix and settings_for(prefix)
+  if not settings then
+    return nil, 'no limits loaded for prefix ' .. tostring(prefix) .. ' (a replica of that deployment loads them when it connects)'
+  end
+  return meta, history, string.sub(meta, 1, -3), settings
 end
 
 local function keys_of(prefix, user)
@@ -81,14 +100,14 @@ end
 -- bytes before the oldest entry, as last read), x (when the keys expire); a new epoch (and an
 -- empty history) when there is none, or when another Redis wrote it last. Only functions that
 -- may write call it.
-local function meta_of(meta, history)
+local function meta_of(meta, history, settings)
   local m = redis.call('HMGET', meta, 'e', 'w', 'n', 't', 'f', 'x')
   if m[1] and m[2] == writer() then return m end
   local t = redis.call('TIME')
   local epoch = base36(tonumber(t[1]) * 1000000 + tonumber(t[2]))
   redis.call('DEL', history, meta)
   redis.call('HSET', meta, 'e', epoch, 'w', writer())
-  redis.call('PEXPIRE', meta, HISTORY_TTL_MS)
+  redis.call('PEXPIRE', meta, settings.history_ttl_ms)
   return { epoch, writer(), false, false, false, false }
 end
 
@@ -99,12 +118,12 @@ end
 
 -- Only what protects Redis and the records' framing is checked here; the replicas check each
 -- event as JSON when they deliver or replay it, and drop (and count) what fails.
-local function check_event(kind, event)
+local function check_event(kind, event, settings)
   if kind == nil or not KINDS[kind] then
     return 'unknown kind ' .. tostring(kind) .. ' (' .. '__KIND_LIST__' .. ')'
   end
-  if event == nil or #event == 0 or #event > MAX_EVENT_BYTES then
-    return 'event must be 1 to ' .. MAX_EVENT_BYTES .. ' bytes'
+  if event == nil or #event == 0 or #event > settings.max_event_bytes then
+    return 'event must be 1 to ' .. settings.max_event_bytes .. ' bytes'
   end
   if string.byte(event, 1) ~= 123 or string.byte(event, -1) ~= 125 then
     return 'event must be a JSON object, from its { to its } without surrounding whitespace'
@@ -119,9 +138,10 @@ end
 -- entries are only read when the budget may be passed. The keys' expiry is pushed out to twice
 -- the retention once less than the retention is left, not on every call.
 -- Returns the events' ids and the subscribers that got the message.
-local function append(meta, history, channel, events)
+local function append(meta, history, channel, events, settings)
   local now = now_ms()
-  local m = meta_of(meta, history)
+  local m = meta_of(meta, history, settings)
+  local HISTORY_MAX, HISTORY_MAX_BYTES, HISTORY_TTL_MS = settings.history_max, settings.history_max_bytes, settings.history_ttl_ms
   local epoch, total, oldest_offset = m[1], tonumber(m[4]) or 0, tonumber(m[5]) or 0
   local ms, seq = now, 0
   if m[3] then
@@ -179,10 +199,10 @@ local function publish_one(keys, args)
     if prefix == nil or prefix == '' then prefix = 'ssehub' end
     keys, event = keys_of(prefix, user), args[3]
   end
-  local meta, history, channel = check_keys(keys)
-  if not meta then return redis.error_reply('ERR ssehub: keys must be <prefix>:{<tag>}:m and <prefix>:{<tag>}:h') end
-  local problem = check_event(kind, event)
+  local meta, history, channel, settings = check_keys(keys)
+  if not meta then return redis.error_reply('ERR ssehub: ' .. history) end
+  local problem = check_event(kind, event, settings)
   if problem then return redis.error_reply('ERR ssehub: ' .. problem) end
-  local ids, receivers = append(meta, history, channel, { { kind, event } })
+  local ids, receivers = append(meta, history, channel, { { kind, event } }, settings)
   return { ids[1], receivers }
 end

@@ -8,7 +8,8 @@ and onto the user's channel, all or nothing.
 KEYS[1]  the user's meta hash        KEYS[2]  the user's history stream
 ARGV     kind (agui, a2a, system, analytics), event (a JSON object's bytes)
 Returns  the event's id, "<epoch>:<ms>-<seq>"
-Errors   "ERR ssehub: unknown kind ...", "ERR ssehub: event must be ...", "ERR ssehub: keys must be ..."
+Errors   "ERR ssehub: unknown kind ...", "ERR ssehub: event must be ...", "ERR ssehub: keys must be ...",
+         "ERR ssehub: no limits loaded for prefix ..." (no replica of that deployment connected yet)
 ]]
 redis.register_function('ssehub_publish', function(keys, args)
   local result = publish_one(keys, args)

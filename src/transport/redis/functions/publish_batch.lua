@@ -11,16 +11,16 @@ Returns  { receivers, id, id, ... }, one id per event in order
 Errors   as ssehub_publish, naming the 1-based position of the refused event
 ]]
 redis.register_function('ssehub_publish_batch', function(keys, args)
-  local meta, history, channel = check_keys(keys)
-  if not meta then return redis.error_reply('ERR ssehub: keys must be <prefix>:{<tag>}:m and <prefix>:{<tag>}:h') end
+  local meta, history, channel, settings = check_keys(keys)
+  if not meta then return redis.error_reply('ERR ssehub: ' .. history) end
   if #args == 0 or #args % 2 ~= 0 then return redis.error_reply('ERR ssehub: arguments must be <kind> <event> pairs') end
   local events = {}
   for i = 1, #args, 2 do
-    local problem = check_event(args[i], args[i + 1])
+    local problem = check_event(args[i], args[i + 1], settings)
     if problem then return redis.error_reply('ERR ssehub: event ' .. ((i + 1) / 2) .. ': ' .. problem) end
     events[#events + 1] = { args[i], args[i + 1] }
   end
-  local ids, receivers = append(meta, history, channel, events)
+  local ids, receivers = append(meta, history, channel, events, settings)
   table.insert(ids, 1, receivers)
   return ids
 end)

@@ -13,10 +13,10 @@ Returns  { epoch, last id or '', first id or '', page, ttl ms }. The page holds 
          page does not start right after 'from'.
 ]]
 redis.register_function('ssehub_read_history', function(keys, args)
-  local meta, history = check_keys(keys)
-  if not meta then return redis.error_reply('ERR ssehub: keys must be <prefix>:{<tag>}:m and <prefix>:{<tag>}:h') end
+  local meta, history, _, settings = check_keys(keys)
+  if not meta then return redis.error_reply('ERR ssehub: ' .. history) end
   local from, max_entries, max_bytes = args[1], tonumber(args[2]), tonumber(args[3])
-  local m = meta_of(meta, history)
+  local m = meta_of(meta, history, settings)
   local epoch, last = m[1], m[3]
   local first = ''
   local page = {}
@@ -38,5 +38,5 @@ redis.register_function('ssehub_read_history', function(keys, args)
       if #oldest > 0 then first = oldest[1][1] end
     end
   end
-  return { epoch, last or '', first, page, HISTORY_TTL_MS }
+  return { epoch, last or '', first, page, settings.history_ttl_ms }
 end)

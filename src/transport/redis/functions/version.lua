@@ -3,10 +3,10 @@ ssehub_version: which library is loaded, so a replica can tell whether to load i
 
   FCALL_RO ssehub_version 0
 
-Returns  { version, settings } (settings: the kinds and limits filled in at load, as one string)
+Returns  { version, limits } (limits: each deployment's, by key prefix, as filled in at load)
 ]]
 redis.register_function({
   function_name = 'ssehub_version',
-  callback = function() return { LIBRARY_VERSION, SETTINGS } end,
+  callback = function() return { LIBRARY_VERSION, SETTINGS_TEXT } end,
   flags = { 'no-writes' },
 })
