@@ -124,8 +124,10 @@ export class ChannelSubscriber {
         for (const channel of batch) this.active.add(channel);
       }
     } catch (err) {
-      // The connection failed under the command: the reconnect's subscribeAll sends them again.
-      this.log.warn({ err }, 'redis subscribe batch failed; resubscribing on reconnect');
+      // A channel that is not subscribed now must not look subscribed: a fresh connection sends
+      // every wanted channel again, and the owner catches every stream up once it is back.
+      this.log.warn({ err }, 'redis subscribe batch failed; reconnecting to resubscribe');
+      if (this.connection.status === 'ready') this.connection.disconnect(true);
     }
   }
 }
