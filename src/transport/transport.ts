@@ -202,6 +202,21 @@ export class PublishOutcomeUnknownError extends TransportUnavailableError {
   }
 }
 
+/**
+ * The event was published (it is in the history and delivered) but fewer store replicas than
+ * required confirmed it in time (`SSEHUB_PUBLISH_MIN_REPLICAS`): a failover could still lose it.
+ */
+export class ReplicationUnconfirmedError extends PublishOutcomeUnknownError {
+  constructor(
+    message: string,
+    readonly confirmed: number,
+    readonly required: number,
+  ) {
+    super(message);
+    this.name = 'ReplicationUnconfirmedError';
+  }
+}
+
 /** The store refused the event itself (size, shape); retrying will not help. */
 export class EventRejectedError extends EventError {
   constructor(message: string) {

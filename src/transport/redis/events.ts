@@ -22,6 +22,7 @@ import { keySlot } from './slot';
 import {
   EventRejectedError,
   PublishOutcomeUnknownError,
+  ReplicationUnconfirmedError,
   TransportUnavailableError,
   type Published,
 } from '../transport';
@@ -258,8 +259,10 @@ export class RedisEvents {
       });
     }
     if (acknowledged < minReplicas) {
-      throw new PublishOutcomeUnknownError(
+      throw new ReplicationUnconfirmedError(
         `redis: published, but ${acknowledged} of ${minReplicas} replicas confirmed it within ${minReplicasTimeoutMs} ms`,
+        acknowledged,
+        minReplicas,
       );
     }
   }
