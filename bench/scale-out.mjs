@@ -13,8 +13,8 @@
  *
  *   node bench/scale-out.mjs [--quick] [--replicas 1,2,4] [--users n] [--rate n] [--seconds n] [--profile dir]
  *
- * Full: 10,000 users (10,000 streams), 2,000 events/s for 10 s per path and N. --quick: 2,000
- * users, 2,000 events/s for 3 s. Users are spread evenly: user i streams from replica i mod N.
+ * Full: 10,000 users (10,000 streams), 2,000 events/s for 10 s per path and N. --quick: 1,000
+ * users, 2,000 events/s for 2 s. Users are spread evenly: user i streams from replica i mod N.
  *
  * For each N: one Redis and N replicas (`node dist/main.js`, both paths enabled, so both windows
  * measure the same processes), the streams opened with the benchmark's subscriber workers
@@ -78,8 +78,8 @@ function parseArgs(argv) {
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
-  if (opts.users === 0) opts.users = opts.quick ? 2000 : 10_000;
-  if (opts.seconds === 0) opts.seconds = opts.quick ? 3 : 10;
+  if (opts.users === 0) opts.users = opts.quick ? 1000 : 10_000;
+  if (opts.seconds === 0) opts.seconds = opts.quick ? 2 : 10;
   if (opts.replicas.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--replicas needs whole numbers');
   return opts;
 }
