@@ -123,6 +123,8 @@ describe('per-user routing over Redis', () => {
     const leaked = (await Promise.all(churners.map(numsub))).filter((count) => count > 0);
     expect(leaked).toEqual([]);
     expect(await numsub(steady)).toBe(1);
+    // The self-check compares what Redis holds with what each replica believes: churn is no false alarm.
+    for (const hub of hubs) expect(await metricValue(hub, 'ssehub_redis_self_check_failures_total')).toBe(0);
   });
 
   it('keeps a channel through a quick reconnect, and delivers what was published in between from history', async () => {

@@ -40,6 +40,11 @@ export class ChannelSubscriber {
     return this.active.has(channel);
   }
 
+  /** Shard channels Redis confirmed on this connection (the probe's included). */
+  get confirmedCount(): number {
+    return this.active.size;
+  }
+
   /** Resolves once the channel is subscribed, or at once while disconnected (the next subscribeAll takes it). */
   add(channel: string): Promise<void> {
     this.wanted.add(channel);

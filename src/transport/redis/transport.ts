@@ -90,6 +90,8 @@ interface Shard {
   /** A channel of this replica's own, in a slot this shard serves, for the self-check. */
   readonly probeChannel: string;
   listening: boolean;
+  /** The subscriber's client id on its Redis, for counting the subscriptions Redis really holds. */
+  clientId: string | undefined;
   probing: boolean;
   probe: { sequence: string; heard: () => void } | undefined;
 }
@@ -240,6 +242,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
       subscriber: new ChannelSubscriber(connection, this.log, this.isCluster),
       probeChannel,
       listening: false,
+      clientId: undefined,
       probing: false,
       probe: undefined,
     };
@@ -513,6 +516,8 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     this.handler?.subscribing();
     const { connection } = shard.subscriber;
     try {
+      // Asked before the connection enters subscriber mode, where only (un)subscribe commands go.
+      shard.clientId = String(await connection.client('ID'));
       // A plain PUBLISH reaches every node of a Cluster: one shard takes the kind channels.
       const takesKinds = !this.isCluster || shard.key === [...this.shards.keys()][0];
       if (this.kindChannels.size > 0 && takesKinds) await connection.subscribe(...this.kindChannels.keys());
@@ -561,6 +566,31 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
   }
 
   /**
+   * Redis can drop a shard subscription without a word to the client (client libraries have lost
+   * them after failovers and slot moves): the subscriptions Redis counts for the subscriber must
+   * be at least those the subscriber holds as confirmed.
+   */
+  private async subscriptionsDropped(shard: Shard): Promise<boolean> {
+    const node = this.commandNodeOf(shard);
+    if (!node || shard.clientId === undefined) return false;
+    try {
+      const line = String(await node.call('CLIENT', 'LIST', 'ID', shard.clientId));
+      const held = /\bssub=(\d+)/.exec(line);
+      return held !== null && Number(held[1]) < shard.subscriber.confirmedCount;
+    } catch {
+      // Unanswered: the probe of the next second decides.
+      return false;
+    }
+  }
+
+  /** A command connection to the shard's Redis. */
+  private commandNodeOf(shard: Shard): Redis | undefined {
+    const publisher = this.publisher;
+    if (!(publisher instanceof Cluster)) return publisher;
+    return publisher.nodes('master').find((node) => `${node.options.host}:${node.options.port}` === shard.key);
+  }
+
+  /**
    * Proves a subscription delivers: a probe published on this replica's own channel must come
    * back within `timeoutMs`. A subscriber on a frozen or half-open connection, or one whose
    * subscriptions Redis dropped without a word, misses it: the replica turns unready, reconnects,
@@ -582,7 +612,8 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
         (receivers) => (receivers === 0 ? ('unsubscribed' as const) : heard),
         () => 'timeout' as const,
       );
-      const outcome = await Promise.race([heard, timedOut, sent]);
+      let outcome: string = await Promise.race([heard, timedOut, sent]);
+      if (outcome === 'heard' && (await this.subscriptionsDropped(shard))) outcome = 'subscriptions dropped';
       if (outcome !== 'heard' && shard.listening && !this.closing) {
         this.log.warn(
           { why: outcome, shard: shard.key },
