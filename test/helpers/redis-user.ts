@@ -24,6 +24,15 @@ export async function userHistory(redis: Redis, prefix: string, userId: string):
   return redis.xrange(userKeys(prefix, userId).history, '-', '+');
 }
 
+/** The user's history's events, byte for byte, oldest first. */
+export async function userHistoryEvents(redis: Redis, prefix: string, userId: string): Promise<Buffer[]> {
+  const entries = await redis.xrangeBuffer(userKeys(prefix, userId).history, '-', '+');
+  return entries.map(([, fields]) => {
+    const at = fields.findIndex((field) => field.toString() === 'e');
+    return fields[at + 1] as Buffer;
+  });
+}
+
 export async function userHistoryLength(redis: Redis, prefix: string, userId: string): Promise<number> {
   return redis.xlen(userKeys(prefix, userId).history);
 }
