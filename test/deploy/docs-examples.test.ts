@@ -10,7 +10,7 @@ import { TOKEN_COOKIE } from '../../src/auth/token';
 import { createVerifier } from '../../src/auth/verifier';
 import { loadConfig } from '../../src/config';
 import { parseEventId, type EventId } from '../../src/history/event-id';
-import { EVENT_KINDS, routesFor, type StreamKind } from '../../src/routing';
+import { EVENT_KINDS, routesFor, type EventKind, type StreamKind } from '../../src/routing';
 import { HEARTBEAT_FRAME } from '../../src/sse/frame';
 import { PUBLISH_FUNCTION, REDIS_LIBRARY } from '../../src/transport/redis/library';
 import { STREAM_ROUTES } from '../../src/http/stream-routes';
@@ -32,7 +32,9 @@ import {
 } from './helpers';
 
 import { SHARED_REDIS_URL } from '../helpers/hub-process';
+import { userEpoch, userHistory, watchUserChannels } from '../helpers/redis-user';
 import { mintToken } from '../helpers/tokens';
+import { until } from '../helpers/wait';
 const run = promisify(execFile);
 /** The README's deployment sections, from "Run with Docker Compose" to the heading after "Deploy on Kubernetes". */
 function deploySections(readme: string): string {
@@ -257,13 +259,15 @@ describe('examples', () => {
   }
 
   /**
-   * Checks a recorded publish (`FCALL ssehub_publish 0 <kind> <user> <event> <prefix>`), then sends
-   * those exact arguments to the real Redis: the reply must be a valid id, the user's history must
-   * hold the event's bytes under that id, and subscribers of <prefix>:<kind> must get the envelope.
+   * Checks a recorded publish (`FCALL ssehub_publish 0 <kind> <user> <event> <prefix>`, the
+   * library's legacy form, which derives the user's keys itself on a single Redis), then sends
+   * those exact arguments to the real Redis: the reply must be a valid id of the user's epoch, the
+   * user's history must hold the event's bytes under that id, and the user's channel must carry
+   * the event as a record the replicas admit.
    */
   async function replay(
     command: string[],
-    expected: { kind: string; userId: string; prefix: string; event: object },
+    expected: { kind: EventKind; userId: string; prefix: string; event: object },
   ): Promise<string> {
     const { kind, userId, prefix, event } = expected;
     expect(command.slice(0, 5)).toEqual(['FCALL', PUBLISH_FUNCTION, '0', kind, userId]);
@@ -271,32 +275,26 @@ describe('examples', () => {
     const eventJson = command[5] as string;
     expect(JSON.parse(eventJson)).toEqual(event);
 
-    const subscriber = redis.duplicate();
-    const messages: Buffer[] = [];
-    subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => messages.push(message));
+    const channel = await watchUserChannels(redis, prefix, [userId], 1 << 20);
     try {
-      await subscriber.subscribe(`${prefix}:${kind}`);
       const [name, ...args] = command as [string, ...string[]];
       const id = await redis.call(name, ...args);
       expect(typeof id).toBe('string');
       const parsed = parseEventId(id as string);
       expect({ id, parsed: parsed !== undefined }).toEqual({ id, parsed: true });
       const { epoch, ms, seq } = parsed as EventId;
-      expect(await redis.get(`${prefix}:epoch`)).toBe(epoch);
-      expect(await redis.xrange(`${prefix}:h:${userId}`, '-', '+')).toEqual([
-        [`${ms}-${seq}`, ['k', kind, 'e', eventJson]],
+      expect(await userEpoch(redis, prefix, userId)).toBe(epoch);
+      expect(await userHistory(redis, prefix, userId)).toEqual([
+        [`${ms}-${seq}`, ['k', kind, 'e', eventJson, 'o', '0']],
       ]);
 
-      for (const deadline = Date.now() + 5000; messages.length === 0 && Date.now() < deadline; ) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      expect(messages).toHaveLength(1);
-      const envelope = parseEnvelope(messages[0] as Buffer, 1 << 20);
-      expect(envelope).toMatchObject({ ok: true, userId, id: parsed });
-      expect(envelope.ok && envelope.event.toString('utf8')).toBe(eventJson);
+      await until(() => channel.messages.length > 0, 5000, "the event on the user's channel");
+      expect(channel.messages).toEqual([
+        { admitted: [{ kind, userId, id: parsed, event: Buffer.from(eventJson) }], rejected: [] },
+      ]);
       return id as string;
     } finally {
-      subscriber.disconnect();
+      channel.close();
     }
   }
 
@@ -318,9 +316,8 @@ describe('examples', () => {
   it('README shows the FCALL form the function library defines', () => {
     const readme = readText('examples/README.md');
     expect(readme).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> <prefix>`);
-    expect(readText('src/transport/redis/library.ts')).toContain(
-      `FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> [<prefix>]`,
-    );
+    // The legacy form the examples use is still one the library defines.
+    expect(REDIS_LIBRARY).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> [<prefix>]`);
     expect(readme).toContain(`\`${DEFAULT_PREFIX}\` when left out`);
   });
 
@@ -366,7 +363,7 @@ describe('examples', () => {
     const parsed = parseEventId(id ?? '');
     expect({ stdout, parsed: parsed !== undefined }).toEqual({ stdout, parsed: true });
     const { ms, seq } = parsed as EventId;
-    const entries = await redis.xrange(`${prefix}:h:dave`, '-', '+');
+    const entries = await userHistory(redis, prefix, 'dave');
     expect(entries.map(([entryId]) => entryId)).toEqual([`${ms}-${seq}`]);
     const fields = (entries[0] as [string, string[]])[1];
     expect(JSON.parse(fields[fields.indexOf('e') + 1] as string)).toMatchObject({
