@@ -32,7 +32,6 @@ import { until, uid } from '../helpers/wait';
  */
 
 const MAX_EVENT_BYTES = 4096;
-const LIBRARY = redisLibrary({ ...DEFAULT_HISTORY_SETTINGS, maxEventBytes: MAX_EVENT_BYTES });
 
 const ERR_KIND = (kind: string): string => `ERR ssehub: unknown kind ${kind} (${EVENT_KINDS.join(', ')})`;
 const ERR_SIZE = `ERR ssehub: event must be 1 to ${MAX_EVENT_BYTES} bytes`;
@@ -48,7 +47,12 @@ const prefix = uniquePrefix();
 beforeAll(async () => {
   server = await OwnRedis.start();
   redis = new Redis(server.url);
-  await redis.call('FUNCTION', 'LOAD', 'REPLACE', LIBRARY);
+  await redis.call(
+    'FUNCTION',
+    'LOAD',
+    'REPLACE',
+    redisLibrary(new Map([[prefix, { ...DEFAULT_HISTORY_SETTINGS, maxEventBytes: MAX_EVENT_BYTES }]])),
+  );
 });
 
 afterAll(async () => {
