@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { comparePositions, parseEventId } from '../src/history/event-id';
 import { startReadyHub, type HubProcess } from '../test/helpers/hub-process';
+import { OwnRedisCluster } from '../test/helpers/redis-cluster';
+import { OwnRedisSentinel } from '../test/helpers/redis-sentinel';
 import { OwnRedis } from '../test/helpers/redis-server';
 import { ResumingClient } from '../test/helpers/resuming-client';
 import { sleep } from '../test/helpers/sse-client';
@@ -68,16 +70,21 @@ export class FaultBench {
   private service = '';
 
   private constructor(
-    readonly redis: OwnRedis,
+    private readonly store: BenchStore,
     private readonly env: Record<string, string>,
     readonly users: string[],
   ) {}
 
-  static async start(options: { replicas: number; users: number; persistence?: 'none' | 'aof' }): Promise<FaultBench> {
-    const redis = await OwnRedis.start({ persistence: options.persistence ?? 'none' });
-    const env = { REDIS_URL: redis.url, SSEHUB_DRAIN_MS: '1000' };
+  static async start(options: {
+    replicas: number;
+    users: number;
+    persistence?: 'none' | 'aof';
+    topology?: Topology;
+  }): Promise<FaultBench> {
+    const store = await startStore(options.topology ?? 'single', options.persistence ?? 'none');
+    const env = { ...store.env, SSEHUB_DRAIN_MS: '1000' };
     const users = Array.from({ length: options.users }, (_, i) => `fault-user-${i}`);
-    const bench = new FaultBench(redis, env, users);
+    const bench = new FaultBench(store, env, users);
     bench.service = await mintToken('fault-publisher', { roles: ['service'] });
     for (let i = 0; i < options.replicas; i++) bench.hubs.push(await startReadyHub(env));
     for (const user of users) {
@@ -92,6 +99,22 @@ export class FaultBench {
     await Promise.all(bench.clients.map((client) => client.opened()));
     bench.sampler = setInterval(() => bench.sample(), READY_POLL_MS);
     return bench;
+  }
+
+  /** The single Redis of a bench on one (the default topology). */
+  get redis(): OwnRedis {
+    if (!(this.store.server instanceof OwnRedis)) throw new Error('this bench runs on a Redis Cluster or Sentinel');
+    return this.store.server;
+  }
+
+  get cluster(): OwnRedisCluster {
+    if (!(this.store.server instanceof OwnRedisCluster)) throw new Error('this bench does not run on a Redis Cluster');
+    return this.store.server;
+  }
+
+  get sentinel(): OwnRedisSentinel {
+    if (!(this.store.server instanceof OwnRedisSentinel)) throw new Error('this bench does not run on Sentinel');
+    return this.store.server;
   }
 
   liveHubUrls(): string[] {
@@ -297,8 +320,34 @@ export class FaultBench {
     clearInterval(this.sampler);
     for (const client of this.clients) client.close();
     await Promise.all(this.hubs.map((hub) => hub.stop()));
-    await this.redis.destroy();
+    await this.store.destroy();
   }
+}
+
+export type Topology = 'single' | 'cluster' | 'sentinel';
+
+/** The Redis under a bench, started on free ports, and the environment that points replicas at it. */
+interface BenchStore {
+  server: OwnRedis | OwnRedisCluster | OwnRedisSentinel;
+  env: Record<string, string>;
+  destroy(): Promise<void>;
+}
+
+async function startStore(topology: Topology, persistence: 'none' | 'aof'): Promise<BenchStore> {
+  if (topology === 'cluster') {
+    const cluster = await OwnRedisCluster.start();
+    return { server: cluster, env: { SSEHUB_REDIS_CLUSTER_NODES: cluster.seeds }, destroy: () => cluster.close() };
+  }
+  if (topology === 'sentinel') {
+    const sentinel = await OwnRedisSentinel.start();
+    return {
+      server: sentinel,
+      env: { SSEHUB_REDIS_SENTINELS: sentinel.sentinels, SSEHUB_REDIS_SENTINEL_NAME: sentinel.name },
+      destroy: () => sentinel.close(),
+    };
+  }
+  const redis = await OwnRedis.start({ persistence });
+  return { server: redis, env: { REDIS_URL: redis.url }, destroy: () => redis.destroy() };
 }
 
 function epochOf(id: string): string | undefined {

@@ -1,3 +1,4 @@
+import type { RedisAddress } from './transport/redis/transport';
 import { readFileSync } from 'node:fs';
 import { JWT_DEFAULTS } from './auth/jwt';
 import { LIMIT_NAMES, LIMIT_SPECS, crossLimitProblems, type HubLimits, type LimitSpec } from './limits';
@@ -27,6 +28,16 @@ export interface Config extends HubLimits {
   logLevel: string;
   transport: TransportKind;
   redisUrl?: string;
+  /** Sentinels that name the primary (`SSEHUB_REDIS_SENTINELS`), with `redisSentinelName`. */
+  redisSentinels?: RedisAddress[];
+  redisSentinelName: string;
+  /** Seeds of a Redis Cluster (`SSEHUB_REDIS_CLUSTER_NODES`). */
+  redisClusterNodes?: RedisAddress[];
+  /** Whether plain PUBLISHes on the kind channels are taken too. */
+  redisKindChannels: boolean;
+  redisReleaseDelayMs: number;
+  publishMinReplicas: number;
+  publishMinReplicasTimeoutMs: number;
   channelPrefix: string;
   databaseUrl?: string;
   /** Schema of the Postgres outbox (table, publish function). */
@@ -57,6 +68,13 @@ export const CONFIG_VARIABLES = [
   'LOG_LEVEL',
   'SSEHUB_TRANSPORT',
   'REDIS_URL',
+  'SSEHUB_REDIS_SENTINELS',
+  'SSEHUB_REDIS_SENTINEL_NAME',
+  'SSEHUB_REDIS_CLUSTER_NODES',
+  'SSEHUB_REDIS_KIND_CHANNELS',
+  'SSEHUB_REDIS_RELEASE_DELAY_MS',
+  'SSEHUB_PUBLISH_MIN_REPLICAS',
+  'SSEHUB_PUBLISH_MIN_REPLICAS_TIMEOUT_MS',
   'SSEHUB_CHANNEL_PREFIX',
   'DATABASE_URL',
   'SSEHUB_PG_SCHEMA',
@@ -75,7 +93,25 @@ export const CONFIG_VARIABLES = [
 ];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const CHANNEL_PREFIX_PATTERN = /^[A-Za-z0-9_.:{}-]{1,64}$/;
+/** No braces: keys and channels put the user in a cluster hash tag right after the prefix. */
+const CHANNEL_PREFIX_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
+const ADDRESS_PATTERN = /^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/;
+
+/** `host:port,host:port` into addresses; problems named after the variable. */
+function parseAddresses(name: string, value: string | undefined, problems: string[]): RedisAddress[] | undefined {
+  if (value === undefined) return undefined;
+  const addresses: RedisAddress[] = [];
+  for (const part of value.split(',').map((item) => item.trim())) {
+    const match = ADDRESS_PATTERN.exec(part);
+    const port = match ? Number(match[2]) : 0;
+    if (!match || port < 1 || port > 65_535) {
+      problems.push(`${name} must be comma-separated host:port pairs, got ${JSON.stringify(part)}`);
+      continue;
+    }
+    addresses.push({ host: (match[1] as string).replace(/^\[|\]$/g, ''), port });
+  }
+  return addresses.length > 0 ? addresses : undefined;
+}
 /** Unquoted-style names only: the schema also names the NOTIFY channel and appears in SQL publishers write. */
 const PG_SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,47}$/;
 
@@ -119,15 +155,31 @@ export function loadConfig(env: Env = process.env): Config {
   const problems = read.problems;
 
   const redisUrl = read.string('REDIS_URL');
-  const transportRaw = read.string('SSEHUB_TRANSPORT') ?? (redisUrl ? 'redis' : 'memory');
+  const redisSentinels = parseAddresses('SSEHUB_REDIS_SENTINELS', read.string('SSEHUB_REDIS_SENTINELS'), problems);
+  const redisClusterNodes = parseAddresses(
+    'SSEHUB_REDIS_CLUSTER_NODES',
+    read.string('SSEHUB_REDIS_CLUSTER_NODES'),
+    problems,
+  );
+  const redisConfigured = redisUrl !== undefined || redisSentinels !== undefined || redisClusterNodes !== undefined;
+  const transportRaw = read.string('SSEHUB_TRANSPORT') ?? (redisConfigured ? 'redis' : 'memory');
   let transport: TransportKind = 'memory';
   if (transportRaw === 'memory' || transportRaw === 'redis' || transportRaw === 'postgres') {
     transport = transportRaw;
   } else {
     problems.push(`SSEHUB_TRANSPORT must be "memory", "redis" or "postgres", got ${JSON.stringify(transportRaw)}`);
   }
-  if (transport === 'redis' && !redisUrl) {
-    problems.push('SSEHUB_TRANSPORT=redis needs REDIS_URL (e.g. redis://127.0.0.1:6379)');
+  if (transport === 'redis' && !redisConfigured) {
+    problems.push(
+      'SSEHUB_TRANSPORT=redis needs REDIS_URL (e.g. redis://127.0.0.1:6379), SSEHUB_REDIS_SENTINELS or SSEHUB_REDIS_CLUSTER_NODES',
+    );
+  }
+  if (redisSentinels && redisClusterNodes) {
+    problems.push('set SSEHUB_REDIS_SENTINELS or SSEHUB_REDIS_CLUSTER_NODES, not both');
+  }
+  const redisKindChannelsRaw = read.string('SSEHUB_REDIS_KIND_CHANNELS') ?? 'true';
+  if (redisKindChannelsRaw !== 'true' && redisKindChannelsRaw !== 'false') {
+    problems.push(`SSEHUB_REDIS_KIND_CHANNELS must be true or false, got ${JSON.stringify(redisKindChannelsRaw)}`);
   }
   if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) {
     problems.push(`REDIS_URL must start with redis:// or rediss://, got ${JSON.stringify(redisUrl)}`);
@@ -149,7 +201,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   const channelPrefix = read.string('SSEHUB_CHANNEL_PREFIX') ?? 'ssehub';
   if (!CHANNEL_PREFIX_PATTERN.test(channelPrefix)) {
-    problems.push('SSEHUB_CHANNEL_PREFIX must be 1-64 characters of letters, digits and _ . : { } -');
+    problems.push('SSEHUB_CHANNEL_PREFIX must be 1-64 characters of letters, digits and _ . : -');
   }
 
   const logLevel = read.string('LOG_LEVEL') ?? 'info';
@@ -234,6 +286,13 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     transport,
     redisUrl,
+    redisSentinels,
+    redisSentinelName: read.string('SSEHUB_REDIS_SENTINEL_NAME') ?? 'mymaster',
+    redisClusterNodes,
+    redisKindChannels: redisKindChannelsRaw !== 'false',
+    redisReleaseDelayMs: read.integer('SSEHUB_REDIS_RELEASE_DELAY_MS', 5000, 0, 600_000),
+    publishMinReplicas: read.integer('SSEHUB_PUBLISH_MIN_REPLICAS', 0, 0, 16),
+    publishMinReplicasTimeoutMs: read.integer('SSEHUB_PUBLISH_MIN_REPLICAS_TIMEOUT_MS', 1000, 10, 60_000),
     channelPrefix,
     databaseUrl,
     pgSchema,

@@ -20,6 +20,7 @@ export {
   EventRejectedError,
   TransportUnavailableError,
   PublishOutcomeUnknownError,
+  ReplicationUnconfirmedError,
   hasLivePosition,
   hasTicketStore,
   hasQuotaStore,

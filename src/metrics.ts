@@ -64,6 +64,9 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   private readonly outboxRowsRead: Counter;
   private readonly outboxWakeups: Counter<'source'>;
   private readonly outboxLag: Gauge;
+  private readonly redisMessages: Counter<'channel'>;
+  private readonly redisUserChannels: Gauge;
+  private readonly redisSelfCheckFailures: Counter;
 
   constructor(sources: MetricsSources, options: MetricsOptions = {}) {
     this.registry = options.registry ?? new Registry();
@@ -218,6 +221,23 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
       registers,
     });
 
+    this.redisMessages = new Counter({
+      name: `${prefix}ssehub_redis_messages_total`,
+      help: 'Messages this replica took off Redis, by channel: user (the channels of users with a stream open here) or kind (plain PUBLISH, which every replica receives)',
+      labelNames: ['channel'],
+      registers,
+    });
+    this.redisUserChannels = new Gauge({
+      name: `${prefix}ssehub_redis_user_channels`,
+      help: 'User channels this replica subscribes (users with a stream open here, and those released less than SSEHUB_REDIS_RELEASE_DELAY_MS ago)',
+      registers,
+    });
+    this.redisSelfCheckFailures = new Counter({
+      name: `${prefix}ssehub_redis_self_check_failures_total`,
+      help: "Probes published on this replica's own channel that did not come back in time (each reconnects and resubscribes)",
+      registers,
+    });
+
     // Pre-create every labelled series so dashboards and alerts see zeros instead of gaps.
     for (const kind of EVENT_KINDS) this.eventsReceived.inc({ kind }, 0);
     for (const reason of REJECT_REASONS) this.eventsRejected.inc({ reason }, 0);
@@ -226,6 +246,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
     for (const reason of CONNECTION_REJECT_REASONS) this.connectionsRejected.inc({ reason }, 0);
     for (const reason of RESET_REASONS) this.historyResets.inc({ reason }, 0);
     for (const source of WAKE_SOURCES) this.outboxWakeups.inc({ source }, 0);
+    for (const channel of ['user', 'kind']) this.redisMessages.inc({ channel }, 0);
     for (const reason of PUBLISH_FORBIDDEN_REASONS) this.publishForbidden.inc({ reason }, 0);
     for (const kind of EVENT_KINDS) {
       this.published.inc({ kind, result: 'ok' }, 0);
@@ -304,6 +325,18 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
 
   reconnected(): void {
     this.resubscribed();
+  }
+
+  messageReceived(channel: 'user' | 'kind'): void {
+    this.redisMessages.inc({ channel });
+  }
+
+  userChannels(count: number): void {
+    this.redisUserChannels.set(count);
+  }
+
+  selfCheckFailed(): void {
+    this.redisSelfCheckFailures.inc();
   }
 
   observeDelivery(seconds: number): void {

@@ -5,5 +5,13 @@ import { loadOptional } from './optional-peer';
 loadOptional('redis', () => require('ioredis'));
 
 export { RedisTransport, type RedisTransportOptions } from './transport/redis/transport';
-export type { HistorySettings } from './transport/redis/events';
-export { REDIS_LIBRARY, PUBLISH_FUNCTION } from './transport/redis/library';
+export type { HistorySettings } from './transport/redis/library';
+export {
+  REDIS_LIBRARY,
+  PUBLISH_FUNCTION,
+  PUBLISH_BATCH_FUNCTION,
+  LIBRARY_VERSION,
+  redisLibrary,
+  userKeys,
+  userTag,
+} from './transport/redis/library';

@@ -44,7 +44,14 @@ function createTransport(config: Config, log: HubLogger): Transport | undefined 
       () => require('./transport/redis/transport') as typeof import('./transport/redis/transport'),
     );
     return new RedisTransport({
-      url: config.redisUrl as string,
+      url: config.redisUrl,
+      sentinels: config.redisSentinels,
+      sentinelName: config.redisSentinelName,
+      clusterNodes: config.redisClusterNodes,
+      kindChannels: config.redisKindChannels,
+      releaseDelayMs: config.redisReleaseDelayMs,
+      minReplicas: config.publishMinReplicas,
+      minReplicasTimeoutMs: config.publishMinReplicasTimeoutMs,
       channelPrefix: config.channelPrefix,
       logger: log,
       history: {

@@ -93,7 +93,7 @@ export async function startRedis() {
  * @param {string} [readyPath]  HTTP path that must answer 200 (else: TCP accept is enough)
  * @param {string[]} [nodeArgs]
  */
-async function startNodeServer(name, main, env, port, readyPath, nodeArgs = []) {
+export async function startNodeServer(name, main, env, port, readyPath, nodeArgs = []) {
   const child = spawnChild(process.execPath, [...nodeArgs, main], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? '', ...env },

@@ -36,7 +36,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 /**
  * A child process with an IPC channel and a request/response helper.
  */
-class Peer {
+export class Peer {
   /** @param {string} module @param {string} name */
   constructor(module, name) {
     this.name = name;

@@ -6,6 +6,8 @@
  *
  * Modes (msg.via):
  *   'ssehub'   FCALL ssehub_publish 0 <kind> <user_id> <event-json>   (pipelined over one ioredis connection)
+ *   'ssehub-keys'  FCALL ssehub_publish 2 <meta> <history> <kind> <event-json>  (library v6: the user's keys
+ *              under `prefix`, from the compiled hub's userKeys, so it works wherever the hub does)
  *   'redis'    PUBLISH <channel> {"user_id":..,"event":<event-json>}   (the hand-written baseline)
  *   'nchan'    HTTP POST <base>/pub/<user_id> with the event as body (keep-alive agent)
  *
@@ -15,6 +17,7 @@
  * With warmup:true every listed user gets one event with seq 0 (not measured).
  */
 import http from 'node:http';
+import { createRequire } from 'node:module';
 import { Redis } from 'ioredis';
 import { makeEvent } from './event.mjs';
 import { nowMicros } from './clock.mjs';
@@ -44,7 +47,7 @@ async function redisFor(url) {
 
 /**
  * @typedef {object} PublishJob
- * @property {'ssehub'|'redis'|'nchan'|'batch'} via
+ * @property {'ssehub'|'ssehub-keys'|'redis'|'nchan'|'batch'} via
  * @property {string} [webhookBase]     batch: http://127.0.0.1:port of a replica
  * @property {string} [token]           batch: a service token
  * @property {string[]} users
@@ -54,6 +57,7 @@ async function redisFor(url) {
  * @property {boolean} [warmup]         one seq-0 event per user
  * @property {string} [redisUrl]
  * @property {string} [kind]            ssehub event kind (agui)
+ * @property {string} [prefix]          ssehub-keys: the hub's SSEHUB_CHANNEL_PREFIX (default ssehub)
  * @property {string} [channel]         baseline channel
  * @property {string} [nchanBase]       http://127.0.0.1:port
  */
@@ -196,6 +200,13 @@ async function publish(job) {
     const client = await redisFor(/** @type {string} */ (job.redisUrl));
     const kind = job.kind ?? 'agui';
     const channel = job.channel ?? 'baseline:events';
+    /** @type {Array<{meta: string, history: string}>} */
+    let keys = [];
+    if (job.via === 'ssehub-keys') {
+      // The hub's own key layout (dist/), so a change there cannot leave the bench publishing elsewhere.
+      const { userKeys } = createRequire(import.meta.url)('../../dist/transport/redis/library.js');
+      keys = users.map((u) => userKeys(job.prefix ?? 'ssehub', u));
+    }
     sendRange = async (from, to) => {
       const pipeline = client.pipeline();
       /** @type {number[]} */
@@ -204,7 +215,9 @@ async function publish(job) {
         const { user, seq } = target(i);
         const event = makeEvent(seq, nowMicros());
         if (job.via === 'ssehub') pipeline.call('FCALL', 'ssehub_publish', '0', kind, users[user], event);
-        else pipeline.publish(channel, `{"user_id":${JSON.stringify(users[user])},"event":${event}}`);
+        else if (job.via === 'ssehub-keys') {
+          pipeline.call('FCALL', 'ssehub_publish', '2', keys[user].meta, keys[user].history, kind, event);
+        } else pipeline.publish(channel, `{"user_id":${JSON.stringify(users[user])},"event":${event}}`);
         owners.push(seq > 0 ? user : -1);
       }
       const results = (await pipeline.exec()) ?? [];

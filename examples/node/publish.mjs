@@ -2,10 +2,12 @@
 //   npm install ioredis
 //   node publish.mjs demo-user "hello from node"
 //
-// One call, whatever the language: FCALL ssehub_publish 0 <kind> <user_id> <event-json> <prefix>.
-// The hub loads that function into Redis when it connects. It gives the event the user's next
-// id, keeps it in the user's history (browsers that reconnect with Last-Event-ID get what they
-// missed) and delivers it, in one step, and returns the id.
+// One call, whatever the language (single Redis, Sentinel or Cluster):
+//   FCALL ssehub_publish 2 <prefix>:{<tag>}:m <prefix>:{<tag>}:h <kind> <event-json>
+// where <tag> is the user id with %, { and } percent-encoded. The hub loads that function into
+// Redis when it connects. It gives the event the user's next id, keeps it in the user's history
+// (browsers that reconnect with Last-Event-ID get what they missed) and delivers it, in one step,
+// and returns the id.
 // REDIS_URL (default redis://localhost:6379) and SSEHUB_CHANNEL_PREFIX (default ssehub) must
 // match the hub's settings.
 import { pathToFileURL } from 'node:url';
@@ -13,11 +15,16 @@ import { Redis } from 'ioredis';
 
 const KINDS = ['agui', 'a2a', 'system', 'analytics'];
 
+/** The user's two keys: one hash tag per user, so both live in the user's cluster slot. */
+export function userKeys(userId, prefix = process.env.SSEHUB_CHANNEL_PREFIX ?? 'ssehub') {
+  const tag = userId.replace(/[%{}]/g, (char) => ({ '%': '%25', '{': '%7B', '}': '%7D' })[char]);
+  return [`${prefix}:{${tag}}:m`, `${prefix}:{${tag}}:h`];
+}
+
 /** Publishes one event; resolves to its id, <epoch>:<ms>-<seq>. Redis refuses bad events (ERR ssehub: ...). */
 export async function publish(redis, kind, userId, event) {
   if (!KINDS.includes(kind)) throw new Error(`kind must be one of ${KINDS.join(', ')}`);
-  const prefix = process.env.SSEHUB_CHANNEL_PREFIX ?? 'ssehub';
-  return redis.fcall('ssehub_publish', 0, kind, userId, JSON.stringify(event), prefix);
+  return redis.fcall('ssehub_publish', 2, ...userKeys(userId), kind, JSON.stringify(event));
 }
 
 async function main() {

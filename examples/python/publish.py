@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Publish an event to one user's ssehub streams through Redis (7.0 or later).
 
-    r.fcall("ssehub_publish", 0, kind, user_id, json.dumps(event), prefix)  # -> the event's id
+    r.fcall("ssehub_publish", 2, *user_keys(user_id), kind, json.dumps(event))  # -> the event's id
 
     pip install redis
     python3 publish.py demo-user "hello from python"
@@ -20,12 +20,18 @@ import redis
 KINDS = ("agui", "a2a", "system", "analytics")
 
 
+def user_keys(user_id: str) -> list:
+    """The user's two keys: one hash tag per user (%, { and } percent-encoded), one cluster slot."""
+    prefix = os.environ.get("SSEHUB_CHANNEL_PREFIX", "ssehub")
+    tag = user_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return [f"{prefix}:{{{tag}}}:m", f"{prefix}:{{{tag}}}:h"]
+
+
 def publish(r: "redis.Redis", kind: str, user_id: str, event: dict) -> str:
     """Publishes one event; returns its id, <epoch>:<ms>-<seq>. Redis refuses bad events (ERR ssehub: ...)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
-    prefix = os.environ.get("SSEHUB_CHANNEL_PREFIX", "ssehub")
-    event_id = r.fcall("ssehub_publish", 0, kind, user_id, json.dumps(event, separators=(",", ":")), prefix)
+    event_id = r.fcall("ssehub_publish", 2, *user_keys(user_id), kind, json.dumps(event, separators=(",", ":")))
     return event_id.decode() if isinstance(event_id, bytes) else event_id
 
 

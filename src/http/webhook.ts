@@ -8,6 +8,7 @@ import { isEventKind, type EventKind } from '../routing';
 import {
   EventRejectedError,
   PublishOutcomeUnknownError,
+  ReplicationUnconfirmedError,
   TransportUnavailableError,
   type Published,
 } from '../transport/transport';
@@ -56,6 +57,12 @@ async function authorizeAndPublish(
   } catch (err) {
     if (err instanceof HttpError) throw err;
     metrics.publishResult(kind, false);
+    if (err instanceof ReplicationUnconfirmedError) {
+      throw new HttpError(
+        504,
+        `the event was published, but ${err.confirmed} of ${err.required} Redis replicas confirmed it in time; a failover could still lose it`,
+      );
+    }
     if (err instanceof PublishOutcomeUnknownError) {
       throw new HttpError(504, 'the event transport did not answer; the event may or may not have been published');
     }

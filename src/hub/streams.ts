@@ -6,7 +6,7 @@ import type { HubLogger } from '../log';
 import type { HubMetrics } from '../metrics';
 import type { EventKind, StreamKind } from '../routing';
 import { type ConnectionTimers, type OutboundLimits, SseConnection, writeClock } from '../sse/connection';
-import { hasLivePosition, type Transport } from '../transport/transport';
+import { hasLivePosition, hasUserSubscriptions, type Transport, type UserSubscriptions } from '../transport/transport';
 import type { Registry } from './registry';
 import { TimerWheel } from './timer-wheel';
 
@@ -40,16 +40,19 @@ export class Streams implements ConnectionTimers {
   /** Connection ids are this replica's count of streams opened: short, and unique for its lifetime (logs only). */
   private connectionsOpened = 0;
   private readonly countHistoryLost = (): void => this.metrics.historyReset('history_lost');
+  /** Set for transports that route per user: streams watch their user before reading history. */
+  private readonly userSubscriptions: UserSubscriptions | undefined;
 
   constructor(
     private readonly limits: StreamLimits,
     private readonly registry: Registry<StreamSubscriber>,
     private readonly catchUp: CatchUp,
-    private readonly transport: Pick<Transport, 'isListening'>,
+    private readonly transport: Pick<Transport, 'isListening'> & Partial<UserSubscriptions>,
     private readonly metrics: HubMetrics,
     private readonly log: HubLogger,
   ) {
     this.wheel = new TimerWheel(tickIntervalMs(limits.heartbeatMs), Date.now());
+    this.userSubscriptions = hasUserSubscriptions(transport) ? transport : undefined;
   }
 
   /** A connection's deadline moved as it became congested or caught up: filed anew, at once. */
@@ -89,6 +92,7 @@ export class Streams implements ConnectionTimers {
         this.wheel.remove(closed);
         this.registry.remove(stream, subscriber);
         this.catchUp.forget(subscriber);
+        if (this.userSubscriptions && !this.registry.holds(userId)) this.userSubscriptions.release(userId);
         this.metrics.disconnected(reason);
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
       },
@@ -107,7 +111,16 @@ export class Streams implements ConnectionTimers {
     connection.open();
     this.refile(connection);
     this.log.debug({ connectionId: connection.id, stream, resumeFrom: lastEventId }, 'stream opened');
-    this.catchUp.run(subscriber, 'connect').catch((err: unknown) => this.catchUpCrashed(err));
+    if (this.userSubscriptions) {
+      // History is read once the user's events reach this replica; live ones wait for the replay.
+      subscriber.hold();
+      this.userSubscriptions
+        .watch(userId)
+        .then(() => this.catchUp.run(subscriber, 'connect'))
+        .catch((err: unknown) => this.catchUpCrashed(err));
+    } else {
+      this.catchUp.run(subscriber, 'connect').catch((err: unknown) => this.catchUpCrashed(err));
+    }
     return { ok: true, subscriber };
   }
 

@@ -37,6 +37,12 @@ export interface TransportMetrics {
   /** Seconds the oldest committed row this replica has not delivered yet has waited; 0 when caught up. */
   lag(seconds: number): void;
   reconnected(): void;
+  /** A message taken off a per-user channel, or off a kind channel every replica receives. */
+  messageReceived?(channel: 'user' | 'kind'): void;
+  /** Users whose channel this replica subscribes. */
+  userChannels?(count: number): void;
+  /** The subscription failed to deliver its own probe in time. */
+  selfCheckFailed?(): void;
 }
 
 /** The one object a transport calls back into; it never throws. */
@@ -134,6 +140,34 @@ export function hasQuotaStore<T extends object>(transport: T): transport is T & 
   return typeof (transport as Partial<QuotaStore>).takeQuota === 'function';
 }
 
+/**
+ * A capability of transports that route per user (Redis): a replica receives only the events of
+ * users it holds. The hub watches a user before it reads the user's history for a new stream, so
+ * nothing published meanwhile is missed, and releases the user when its last stream here closed.
+ */
+export interface UserSubscriptions {
+  /** Resolves once events the user gets from now on reach this replica. */
+  watch(userId: string): Promise<void>;
+  release(userId: string): void;
+}
+
+export function hasUserSubscriptions<T extends object>(transport: T): transport is T & UserSubscriptions {
+  const candidate = transport as Partial<UserSubscriptions>;
+  return typeof candidate.watch === 'function' && typeof candidate.release === 'function';
+}
+
+/** A capability of transports that publish several events of one user in one step, with consecutive ids. */
+export interface BatchPublisher {
+  publishBatch(
+    userId: string,
+    items: ReadonlyArray<{ kind: EventKind; event: Buffer }>,
+  ): Promise<{ ids: string[]; receivers: number }>;
+}
+
+export function hasBatchPublisher<T extends object>(transport: T): transport is T & BatchPublisher {
+  return typeof (transport as Partial<BatchPublisher>).publishBatch === 'function';
+}
+
 export function hasLivePosition<T extends object>(transport: T): transport is T & LivePosition {
   return typeof (transport as Partial<LivePosition>).livePosition === 'function';
 }
@@ -165,6 +199,21 @@ export class PublishOutcomeUnknownError extends TransportUnavailableError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'PublishOutcomeUnknownError';
+  }
+}
+
+/**
+ * The event was published (it is in the history and delivered) but fewer store replicas than
+ * required confirmed it in time (`SSEHUB_PUBLISH_MIN_REPLICAS`): a failover could still lose it.
+ */
+export class ReplicationUnconfirmedError extends PublishOutcomeUnknownError {
+  constructor(
+    message: string,
+    readonly confirmed: number,
+    readonly required: number,
+  ) {
+    super(message);
+    this.name = 'ReplicationUnconfirmedError';
   }
 }
 

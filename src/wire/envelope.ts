@@ -170,7 +170,7 @@ export function buildEnvelope(userId: string, event: Buffer, id?: string): Buffe
 }
 
 /** Ids from further ahead of this replica's clock are not the store's: they would silence later events. */
-const MAX_ID_CLOCK_LEAD_MS = 60 * 60_000;
+export const MAX_ID_CLOCK_LEAD_MS = 60 * 60_000;
 
 /**
  * The entry check for a message taken off a shared channel: the kind it was addressed to, then

@@ -10,9 +10,10 @@ import { TOKEN_COOKIE } from '../../src/auth/token';
 import { createVerifier } from '../../src/auth/verifier';
 import { loadConfig } from '../../src/config';
 import { parseEventId, type EventId } from '../../src/history/event-id';
-import { EVENT_KINDS, routesFor, type StreamKind } from '../../src/routing';
+import { EVENT_KINDS, routesFor, type EventKind, type StreamKind } from '../../src/routing';
 import { HEARTBEAT_FRAME } from '../../src/sse/frame';
-import { PUBLISH_FUNCTION, REDIS_LIBRARY } from '../../src/transport/redis/library';
+import { RedisEvents } from '../../src/transport/redis/events';
+import { DEFAULT_HISTORY_SETTINGS, PUBLISH_FUNCTION, REDIS_LIBRARY, userKeys } from '../../src/transport/redis/library';
 import { STREAM_ROUTES } from '../../src/http/stream-routes';
 import { parseEnvelope, parseWebhookBody } from '../../src/wire/envelope';
 import {
@@ -32,7 +33,9 @@ import {
 } from './helpers';
 
 import { SHARED_REDIS_URL } from '../helpers/hub-process';
+import { userEpoch, userHistory, watchUserChannels } from '../helpers/redis-user';
 import { mintToken } from '../helpers/tokens';
+import { until } from '../helpers/wait';
 const run = promisify(execFile);
 /** The README's deployment sections, from "Run with Docker Compose" to the heading after "Deploy on Kubernetes". */
 function deploySections(readme: string): string {
@@ -257,46 +260,44 @@ describe('examples', () => {
   }
 
   /**
-   * Checks a recorded publish (`FCALL ssehub_publish 0 <kind> <user> <event> <prefix>`), then sends
-   * those exact arguments to the real Redis: the reply must be a valid id, the user's history must
-   * hold the event's bytes under that id, and subscribers of <prefix>:<kind> must get the envelope.
+   * Checks a recorded publish (`FCALL ssehub_publish 2 <meta> <history> <kind> <event>`, with the
+   * user's keys under its hash tag), then sends those exact arguments to the real Redis, after
+   * loading the library with the prefix's limits as a replica does: the reply must be a valid id of the user's epoch, the
+   * user's history must hold the event's bytes under that id, and the user's channel must carry
+   * the event as a record the replicas admit.
    */
   async function replay(
     command: string[],
-    expected: { kind: string; userId: string; prefix: string; event: object },
+    expected: { kind: EventKind; userId: string; prefix: string; event: object },
   ): Promise<string> {
     const { kind, userId, prefix, event } = expected;
-    expect(command.slice(0, 5)).toEqual(['FCALL', PUBLISH_FUNCTION, '0', kind, userId]);
-    expect(command.slice(6)).toEqual([prefix]);
-    const eventJson = command[5] as string;
+    const { meta, history } = userKeys(prefix, userId);
+    expect(command.slice(0, 6)).toEqual(['FCALL', PUBLISH_FUNCTION, '2', meta, history, kind]);
+    expect(command).toHaveLength(7);
+    const eventJson = command[6] as string;
     expect(JSON.parse(eventJson)).toEqual(event);
+    await new RedisEvents(redis, prefix, { settings: DEFAULT_HISTORY_SETTINGS }).prepare();
 
-    const subscriber = redis.duplicate();
-    const messages: Buffer[] = [];
-    subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => messages.push(message));
+    const channel = await watchUserChannels(redis, prefix, [userId], 1 << 20);
     try {
-      await subscriber.subscribe(`${prefix}:${kind}`);
       const [name, ...args] = command as [string, ...string[]];
       const id = await redis.call(name, ...args);
       expect(typeof id).toBe('string');
       const parsed = parseEventId(id as string);
       expect({ id, parsed: parsed !== undefined }).toEqual({ id, parsed: true });
       const { epoch, ms, seq } = parsed as EventId;
-      expect(await redis.get(`${prefix}:epoch`)).toBe(epoch);
-      expect(await redis.xrange(`${prefix}:h:${userId}`, '-', '+')).toEqual([
-        [`${ms}-${seq}`, ['k', kind, 'e', eventJson]],
+      expect(await userEpoch(redis, prefix, userId)).toBe(epoch);
+      expect(await userHistory(redis, prefix, userId)).toEqual([
+        [`${ms}-${seq}`, ['k', kind, 'e', eventJson, 'o', '0']],
       ]);
 
-      for (const deadline = Date.now() + 5000; messages.length === 0 && Date.now() < deadline; ) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      expect(messages).toHaveLength(1);
-      const envelope = parseEnvelope(messages[0] as Buffer, 1 << 20);
-      expect(envelope).toMatchObject({ ok: true, userId, id: parsed });
-      expect(envelope.ok && envelope.event.toString('utf8')).toBe(eventJson);
+      await until(() => channel.messages.length > 0, 5000, "the event on the user's channel");
+      expect(channel.messages).toEqual([
+        { admitted: [{ kind, userId, id: parsed, event: Buffer.from(eventJson) }], rejected: [] },
+      ]);
       return id as string;
     } finally {
-      subscriber.disconnect();
+      channel.close();
     }
   }
 
@@ -317,11 +318,13 @@ describe('examples', () => {
 
   it('README shows the FCALL form the function library defines', () => {
     const readme = readText('examples/README.md');
-    expect(readme).toContain(`FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> <prefix>`);
-    expect(readText('src/transport/redis/library.ts')).toContain(
-      `FCALL ${PUBLISH_FUNCTION} 0 <kind> <user_id> <event-json> [<prefix>]`,
-    );
-    expect(readme).toContain(`\`${DEFAULT_PREFIX}\` when left out`);
+    const form = `FCALL ${PUBLISH_FUNCTION} 2 <prefix>:{<tag>}:m <prefix>:{<tag>}:h <kind> <event-json>`;
+    expect(readme).toContain(form);
+    expect(readText('README.md')).toContain(form);
+    // The form the library's own header documents, and the one the helper computes keys for.
+    expect(REDIS_LIBRARY).toContain(form);
+    expect(userKeys('<prefix>', '<tag>')).toMatchObject({ meta: '<prefix>:{<tag>}:m', history: '<prefix>:{<tag>}:h' });
+    expect(readme).toContain(`\`${DEFAULT_PREFIX}\` by default`);
   });
 
   it('Node: publishes with FCALL, which the real Redis accepts, and returns the id (client stubbed, call replayed)', async () => {
@@ -348,7 +351,10 @@ describe('examples', () => {
       expect(calls).toHaveLength(1);
       const command = asCommand(calls[0] as unknown[]);
       if (prefix === undefined) {
-        expect(command.slice(-1)).toEqual([DEFAULT_PREFIX]);
+        expect(command.slice(3, 5)).toEqual([
+          userKeys(DEFAULT_PREFIX, 'alice').meta,
+          userKeys(DEFAULT_PREFIX, 'alice').history,
+        ]);
         continue;
       }
       await replay(command, { kind: 'agui', userId: 'alice', prefix, event });
@@ -357,6 +363,8 @@ describe('examples', () => {
 
   it('Node: the script publishes to a real Redis and prints the id', async () => {
     const prefix = examplePrefix();
+    // A replica of the prefix's deployment has connected: the library holds its limits.
+    await new RedisEvents(redis, prefix, { settings: DEFAULT_HISTORY_SETTINGS }).prepare();
     const { stdout } = await run(process.execPath, ['examples/node/publish.mjs', 'dave', 'hello dave'], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', REDIS_URL: SHARED_REDIS_URL, SSEHUB_CHANNEL_PREFIX: prefix },
@@ -366,7 +374,7 @@ describe('examples', () => {
     const parsed = parseEventId(id ?? '');
     expect({ stdout, parsed: parsed !== undefined }).toEqual({ stdout, parsed: true });
     const { ms, seq } = parsed as EventId;
-    const entries = await redis.xrange(`${prefix}:h:dave`, '-', '+');
+    const entries = await userHistory(redis, prefix, 'dave');
     expect(entries.map(([entryId]) => entryId)).toEqual([`${ms}-${seq}`]);
     const fields = (entries[0] as [string, string[]])[1];
     expect(JSON.parse(fields[fields.indexOf('e') + 1] as string)).toMatchObject({
@@ -427,7 +435,7 @@ describe('examples', () => {
       const { ids, calls } = JSON.parse(stdout) as { ids: unknown[]; calls: unknown[][] };
       expect(ids).toEqual(['0:1-1', '0:1-1']);
       expect(calls).toHaveLength(2);
-      expect(asCommand(calls[0] as unknown[]).slice(-1)).toEqual([DEFAULT_PREFIX]);
+      expect(asCommand(calls[0] as unknown[]).slice(3, 4)).toEqual([userKeys(DEFAULT_PREFIX, 'bob').meta]);
       await replay(asCommand(calls[1] as unknown[]), {
         kind: 'a2a',
         userId: 'bob',
@@ -436,7 +444,7 @@ describe('examples', () => {
       });
       // The module docstring's one-line form is the documented contract.
       expect(readText('examples/python/publish.py')).toContain(
-        `r.fcall("${PUBLISH_FUNCTION}", 0, kind, user_id, json.dumps(event), prefix)`,
+        `r.fcall("${PUBLISH_FUNCTION}", 2, *user_keys(user_id), kind, json.dumps(event))`,
       );
     },
   );

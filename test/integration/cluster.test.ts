@@ -1,7 +1,38 @@
 import { Redis } from 'ioredis';
+import { userKeys } from '../../src/transport/redis/library';
+import {
+  MAX_ID_CLOCK_LEAD_MS,
+  MAX_JSON_DEPTH,
+  REJECT_REASONS,
+  type RejectReason,
+  validateEvent,
+} from '../../src/wire/envelope';
 import { SHARED_REDIS_URL, metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
+import { userHistoryEvents } from '../helpers/redis-user';
 import { openStream, sleep, type SseStream } from '../helpers/sse-client';
 import { mintToken, unsignedToken } from '../helpers/tokens';
+
+type RejectCounts = Record<RejectReason, number>;
+
+/** A hub's ssehub_events_rejected_total, every reason. */
+async function rejectedCounts(hub: HubProcess): Promise<RejectCounts> {
+  const counts = {} as RejectCounts;
+  for (const reason of REJECT_REASONS) {
+    counts[reason] = await metricValue(hub, `ssehub_events_rejected_total{reason="${reason}"}`);
+  }
+  return counts;
+}
+
+function countedSince(before: RejectCounts, after: RejectCounts): RejectCounts {
+  const counts = {} as RejectCounts;
+  for (const reason of REJECT_REASONS) counts[reason] = after[reason] - before[reason];
+  return counts;
+}
+
+/** The reasons counted at all, so an exact comparison also says nothing else was counted. */
+function nonZero(counts: RejectCounts): Partial<RejectCounts> {
+  return Object.fromEntries(Object.entries(counts).filter(([, n]) => n !== 0));
+}
 
 /** Two real hub processes on one Redis: the shape of every production deployment. */
 /** Every stream opens with an `id:` alone: its position in the user's history (the origin, for a new user). */
@@ -23,6 +54,13 @@ describe('two replicas over Redis', () => {
   const open = async (hub: HubProcess, path: string, userId: string, roles: string[] = []): Promise<SseStream> => {
     const stream = await openStream(hub.url, path, { token: await mintToken(userId, { roles }) });
     streams.push(stream);
+    return stream;
+  };
+
+  /** Opens a stream and waits for its position: sent once the replica watches the user's channel. */
+  const openPositioned = async (hub: HubProcess, path: string, userId: string): Promise<SseStream> => {
+    const stream = await open(hub, path, userId);
+    await stream.waitFor((s) => s.lastEventId() !== undefined, 10_000, `${userId}'s opening position`);
     return stream;
   };
 
@@ -211,8 +249,8 @@ describe('two replicas over Redis', () => {
     expect(await metricValue(b, 'ssehub_events_rejected_total{reason="malformed_json"}')).toBe(malformedBefore + 1);
   });
 
-  it('survives bad input: counted, logged, and nothing leaks to anyone', async () => {
-    const victim = await open(b, '/api/v1/stream/contexts', 'victim');
+  it('survives bad input on the kind channels: counted, logged, and nothing leaks to anyone', async () => {
+    const victim = await openPositioned(b, '/api/v1/stream/contexts', 'victim');
     const bad = [
       ['agui', 'not json at all'],
       ['agui', '{"user_id":"victim","event":{"type":"X"}'],
@@ -220,22 +258,104 @@ describe('two replicas over Redis', () => {
       ['agui', '{"user_id":7,"event":{}}'],
       ['a2a', '{"user_id":"victim","event":"{\\"type\\":\\"STRING\\"}"}'],
       ['system', '{"user_id":"victim","event":[1,2]}'],
-      ['nonsense', '{"user_id":"victim","event":{"type":"UNKNOWN_KIND"}}'],
       ['agui', `{"user_id":"victim","event":{"pad":"${'x'.repeat(70000)}"}}`],
       ['agui', '[]'],
     ] as const;
-    const rejectedBefore = await metricValue(b, 'ssehub_events_rejected_total{reason="malformed_json"}');
-    for (const [kind, payload] of bad) await publish(kind, payload);
+    const before = await rejectedCounts(b);
+    for (const [kind, payload] of bad) expect(await publish(kind, payload)).toBe(2);
+    // Replicas subscribe exactly the four kind channels: one of another name reaches nobody.
+    expect(await publish('nonsense', envelope('victim', '{"type":"UNKNOWN_KIND"}'))).toBe(0);
     await publish('agui', envelope('victim', '{"type":"STILL_ALIVE"}'));
     await victim.waitForEvents(1);
     await sleep(200);
     expect(victim.events().map((e) => e.data)).toEqual(['{"protocol":"agui","event":{"type":"STILL_ALIVE"}}']);
-    expect(await metricValue(b, 'ssehub_events_rejected_total{reason="malformed_json"}')).toBe(rejectedBefore + 2);
-    expect(await metricValue(b, 'ssehub_events_rejected_total{reason="unknown_kind"}')).toBeGreaterThanOrEqual(1);
-    expect(await metricValue(b, 'ssehub_events_rejected_total{reason="too_large"}')).toBeGreaterThanOrEqual(1);
-    expect(await metricValue(b, 'ssehub_events_rejected_total{reason="invalid_event"}')).toBeGreaterThanOrEqual(2);
+    const counted = countedSince(before, await rejectedCounts(b));
+    expect(counted.malformed_json).toBe(2);
+    expect(counted.too_large).toBeGreaterThanOrEqual(1);
+    expect(counted.invalid_event).toBeGreaterThanOrEqual(2);
+    expect(counted.unknown_kind).toBe(0);
     expect(b.output()).toContain('dropped invalid event');
     expect((await fetch(`${b.url}/livez`)).status).toBe(200);
+  });
+
+  it('stores what FCALL accepts but the hub refuses, then drops and counts it at delivery and at replay', async () => {
+    const user = 'fcall-victim';
+    const bystander = await openPositioned(b, '/api/v1/stream/agui', 'fcall-bystander');
+    // The stream's opening position is the user's epoch: the history read created it.
+    const victim = await openPositioned(b, '/api/v1/stream/agui', user);
+    const position = victim.lastEventId() as string;
+    // Each passes the function (1..max bytes, from { to }) and fails the replicas' JSON check.
+    const bad: Array<[RejectReason, Buffer]> = [
+      ['malformed_json', Buffer.from('{"a":NaN}')],
+      ['malformed_json', Buffer.from('{"a":1,}')],
+      ['invalid_utf8', Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d])],
+      ['too_deep', Buffer.from(`${'{"a":'.repeat(MAX_JSON_DEPTH)}{}${'}'.repeat(MAX_JSON_DEPTH)}`)],
+    ];
+    for (const [reason, event] of bad)
+      expect({ reason, hub: validateEvent(event, 65536)?.reason }).toEqual({ reason, hub: reason });
+    const expected: Partial<Record<RejectReason, number>> = {};
+    for (const [reason] of bad) expected[reason] = (expected[reason] ?? 0) + 1;
+
+    const before = await rejectedCounts(b);
+    const { meta, history } = userKeys(prefix, user);
+    const ids: string[] = [];
+    for (const [, event] of bad)
+      ids.push(String(await redis.call('FCALL', 'ssehub_publish', '2', meta, history, 'agui', event)));
+    const good = String(await redis.call('FCALL', 'ssehub_publish', '2', meta, history, 'agui', '{"type":"GOOD"}'));
+    // Every one got an id of the user's epoch and is kept in the history as published.
+    expect(ids.map((id) => id.split(':')[0])).toEqual(bad.map(() => position.split(':')[0]));
+    expect(await userHistoryEvents(redis, prefix, user)).toEqual([
+      ...bad.map(([, event]) => event),
+      Buffer.from('{"type":"GOOD"}'),
+    ]);
+
+    await victim.waitForEvents(1);
+    await sleep(200);
+    expect(victim.events().map((e) => [e.id, e.data])).toEqual([[good, '{"type":"GOOD"}']]);
+    expect(nonZero(countedSince(before, await rejectedCounts(b)))).toEqual(expected);
+    expect(bystander.events()).toEqual([]);
+
+    // A resume from the opening position on the other replica replays the good event alone, and
+    // that replica counts the same drops.
+    const beforeReplay = await rejectedCounts(a);
+    const resumed = await openStream(a.url, '/api/v1/stream/agui', {
+      token: await mintToken(user),
+      headers: { 'Last-Event-ID': position },
+    });
+    streams.push(resumed);
+    await resumed.waitForEvents(1);
+    await sleep(200);
+    expect(resumed.events().map((e) => [e.id, e.data])).toEqual([[good, '{"type":"GOOD"}']]);
+    expect(nonZero(countedSince(beforeReplay, await rejectedCounts(a)))).toEqual(expected);
+  });
+
+  it("drops records on a user's channel that no function wrote: unknown kinds, bad ids, broken frames", async () => {
+    const user = 'spublish-victim';
+    const victim = await openPositioned(b, '/api/v1/stream/agui', user);
+    const epoch = (victim.lastEventId() as string).split(':')[0];
+    const { channel } = userKeys(prefix, user);
+    const record = (kind: string, id: string, event: string): string =>
+      `${kind} ${id} ${Buffer.byteLength(event)} ${event}`;
+    const before = await rejectedCounts(b);
+    // One message, records back to back: the bad ones are dropped, the rest still go.
+    await redis.spublish(
+      channel,
+      record('nonsense', `${epoch}:1-1`, '{"type":"UNKNOWN"}') +
+        record('agui', 'not-an-id', '{"type":"BAD_ID"}') +
+        record('agui', `${epoch}:${Date.now() + MAX_ID_CLOCK_LEAD_MS + 60_000}-1`, '{"type":"FUTURE"}') +
+        record('agui', `${epoch}:${Date.now()}-1`, '{"type":"KEPT"}'),
+    );
+    // A broken frame ends its message.
+    await redis.spublish(channel, 'agui 1:2');
+    await redis.spublish(channel, record('agui', `${epoch}:${Date.now()}-2`, '{"type":"AFTER"}'));
+    await victim.waitForEvents(2);
+    await sleep(200);
+    expect(victim.events().map((e) => e.data)).toEqual(['{"type":"KEPT"}', '{"type":"AFTER"}']);
+    expect(nonZero(countedSince(before, await rejectedCounts(b)))).toEqual({
+      unknown_kind: 1,
+      invalid_id: 2,
+      invalid_event: 1,
+    });
   });
 
   it('reports health, readiness and metrics', async () => {

@@ -16,6 +16,11 @@ describe('SIGTERM drain', () => {
         openStream(hub.url, i % 2 ? '/api/v1/stream/agui' : '/api/v1/stream/contexts', { token }),
       ),
     );
+    // Established streams: each has its position, sent once the hub watches the user's channel
+    // and has read the history (a stream closed before that gets the retry hint alone).
+    await Promise.all(
+      streams.map((stream) => stream.waitFor((s) => s.lastEventId() !== undefined, 10_000, 'the opening position')),
+    );
     const closedAt: number[] = [];
     for (const stream of streams) void stream.ended.then(() => closedAt.push(Date.now()));
 

@@ -7,8 +7,10 @@ import { MemoryTransport } from '../../src/transport/memory/transport';
 import { Outbox } from '../../src/transport/postgres/outbox';
 import { migrateOutbox } from '../../src/transport/postgres/schema';
 import { RedisEvents } from '../../src/transport/redis/events';
+import { userKeys } from '../../src/transport/redis/library';
 import { metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedis } from '../helpers/redis-server';
+import { countedHistoryBytes, userHistoryLength } from '../helpers/redis-user';
 import { SHARED_DATABASE_URL, connectPg, dropSchema, uniqueSchema } from '../helpers/postgres-server';
 import { openStream, type SseStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
@@ -76,17 +78,14 @@ async function redisStore(): Promise<StoreUnderTest> {
   const prefix = uniquePrefix();
   const redis = new Redis(redisServer.url);
   const events = new RedisEvents(redis, prefix, {
-    historyMax: 1000,
-    historyMaxBytes: BUDGET,
-    historyTtlMs: 3_600_000,
-    maxEventBytes: 4096,
+    settings: { historyMax: 1000, historyMaxBytes: BUDGET, historyTtlMs: 3_600_000, maxEventBytes: 4096 },
   });
   await events.prepare();
   return {
     publish: async (user, body) => idOf((await events.publish('agui', user, body)).id),
     read: (user, after, query) => events.readHistory(user, after, query),
     trim: async () => undefined,
-    countedBytes: async (user) => Number(await redis.get(`${prefix}:b:${user}`)),
+    countedBytes: (user) => countedHistoryBytes(redis, prefix, user),
     close: async () => redis.disconnect(),
   };
 }
@@ -231,12 +230,13 @@ describe('a resume of a maximal history on a hub (Redis)', () => {
     const ids: string[] = [];
     for (let n = 1; n <= 80; n++) {
       const body = JSON.stringify({ n, pad });
-      ids.push(String(await redis.call('FCALL', 'ssehub_publish', '0', 'agui', heavy, body, prefix)));
+      const { meta, history } = userKeys(prefix, heavy);
+      ids.push(String(await redis.call('FCALL', 'ssehub_publish', '2', meta, history, 'agui', body)));
     }
     const eventBytes = Buffer.byteLength(JSON.stringify({ n: 10, pad }));
     // 4 MiB of budget holds the newest 64 events of 80 (each just under 64 KiB).
-    expect(await redis.xlen(`${prefix}:h:${heavy}`)).toBe(64);
-    expect(Number(await redis.get(`${prefix}:b:${heavy}`))).toBeLessThanOrEqual(4 * 1024 * 1024);
+    expect(await userHistoryLength(redis, prefix, heavy)).toBe(64);
+    expect(await countedHistoryBytes(redis, prefix, heavy)).toBe(64 * eventBytes);
     const pagesBefore = await metricValue(hub, 'ssehub_replay_pages_total');
     const bytesBefore = await metricValue(hub, 'ssehub_replay_bytes_total');
 

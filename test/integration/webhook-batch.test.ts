@@ -2,6 +2,9 @@ import { SHARED_REDIS_URL, metricValue, startReadyHub, uniquePrefix, type HubPro
 import { openStream, type SseStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
 
+/** The most items a batch may hold here: the first test's batch is exactly this long. */
+const BATCH_MAX_EVENTS = 9;
+
 /** The batch webhook on two real hubs over Redis: per-item checks, one answer per item, delivery on both. */
 describe('POST /api/v1/webhook/batch', () => {
   const prefix = uniquePrefix();
@@ -17,9 +20,14 @@ describe('POST /api/v1/webhook/batch', () => {
     });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
-  const open = async (userId: string): Promise<SseStream> => {
-    const stream = await openStream(b.url, '/api/v1/stream/agui', { token: await mintToken(userId) });
+  /**
+   * Opens a user's stream on a hub and waits for its opening position: the hub sends it once it
+   * subscribes the user's channel, so from then on the hub counts among the user's receivers.
+   */
+  const open = async (hub: HubProcess, userId: string): Promise<SseStream> => {
+    const stream = await openStream(hub.url, '/api/v1/stream/agui', { token: await mintToken(userId) });
     streams.push(stream);
+    await stream.waitFor((s) => s.lastEventId() !== undefined, 10_000, `${userId}'s opening position`);
     return stream;
   };
 
@@ -29,7 +37,7 @@ describe('POST /api/v1/webhook/batch', () => {
       SSEHUB_CHANNEL_PREFIX: prefix,
       SSEHUB_MAX_EVENT_BYTES: '1024',
       SSEHUB_PUBLISH_QUOTA_EVENTS: '3',
-      SSEHUB_WEBHOOK_BATCH_MAX_EVENTS: '8',
+      SSEHUB_WEBHOOK_BATCH_MAX_EVENTS: String(BATCH_MAX_EVENTS),
     };
     [a, b] = await Promise.all([startReadyHub(env), startReadyHub(env)]);
   });
@@ -40,7 +48,9 @@ describe('POST /api/v1/webhook/batch', () => {
   });
 
   it('publishes the valid items of a partially invalid batch for many users, and answers each item in order', async () => {
-    const [alice, bob] = await Promise.all([open('alice'), open('bob')]);
+    // "replicas" counts the hubs holding a stream of that user: alice has one on b, bob one on
+    // each hub, and nobody has none (the event is still kept in the history and acknowledged).
+    const [alice, bob] = await Promise.all([open(b, 'alice'), open(b, 'bob'), open(a, 'bob')]);
     const service = await mintToken('svc', { roles: ['service'] });
     const rejectedBefore = await metricValue(a, 'ssehub_events_rejected_total{reason="invalid_event"}');
     const { status, body } = await post(
@@ -54,23 +64,25 @@ describe('POST /api/v1/webhook/batch', () => {
         { kind: 'agui', user_id: 'alice', event: { pad: 'x'.repeat(2000) } },
         { kind: 'system', user_id: 'alice', event: { type: 'S1' } },
         { kind: 'agui', user_id: 'alice', event: { type: 'A2', text: 'é "quoted" \\ ' } },
+        { kind: 'agui', user_id: 'nobody', event: { type: 'N1' } },
       ]),
     );
     expect(status).toBe(207);
     const id = expect.stringMatching(/^[0-9a-z]+:\d+-\d+$/);
     expect(body).toEqual({
-      published: 4,
+      published: 5,
       failed: 4,
       transport: 'redis',
       results: [
-        { status: 202, id, kind: 'agui', user_id: 'alice', replicas: 2 },
+        { status: 202, id, kind: 'agui', user_id: 'alice', replicas: 1 },
         { status: 202, id, kind: 'agui', user_id: 'bob', replicas: 2 },
         { status: 400, error: expect.stringMatching(/^invalid_event/) },
         { status: 400, error: 'unknown event kind "nonsense"' },
         { status: 400, error: expect.stringContaining('"id"') },
         { status: 413, error: expect.stringMatching(/^too_large/) },
-        { status: 202, id, kind: 'system', user_id: 'alice', replicas: 2 },
-        { status: 202, id, kind: 'agui', user_id: 'alice', replicas: 2 },
+        { status: 202, id, kind: 'system', user_id: 'alice', replicas: 1 },
+        { status: 202, id, kind: 'agui', user_id: 'alice', replicas: 1 },
+        { status: 202, id, kind: 'agui', user_id: 'nobody', replicas: 0 },
       ],
     });
     expect(await metricValue(a, 'ssehub_events_rejected_total{reason="invalid_event"}')).toBe(rejectedBefore + 1);
@@ -112,7 +124,8 @@ describe('POST /api/v1/webhook/batch', () => {
     expect((await post(service, JSON.stringify(item))).status).toBe(400);
     expect((await post(service, '[{"kind":"agui",')).status).toBe(400);
     expect((await post(service, '[]')).status).toBe(400);
-    expect((await post(service, JSON.stringify(Array.from({ length: 9 }, () => item)))).status).toBe(413);
+    const tooMany = Array.from({ length: BATCH_MAX_EVENTS + 1 }, () => item);
+    expect((await post(service, JSON.stringify(tooMany))).status).toBe(413);
     // Items that are not objects are answered one by one, like any other invalid item.
     const mixed = await post(service, JSON.stringify([1, item, 'x']));
     expect(mixed.status).toBe(207);

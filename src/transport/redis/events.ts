@@ -1,36 +1,31 @@
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { PublishQuotaLimits } from '../../limits';
+import type { HubLogger } from '../../log';
 import { parseEventId, type EventId } from '../../history/event-id';
 import { planReplay, type HistoryEntry, type HistoryQuery, type HistoryRead } from '../../history/history';
 import {
-  HISTORY_FUNCTION,
+  LIBRARY_VERSION,
+  PUBLISH_BATCH_FUNCTION,
   PUBLISH_COUNTED_FUNCTION,
   QUOTA_FUNCTION,
-  REDIS_LIBRARY,
-  DEFAULT_HISTORY_MAX,
-  DEFAULT_HISTORY_MAX_BYTES,
-  DEFAULT_HISTORY_TTL_MS,
+  READ_HISTORY_FUNCTION,
+  VERSION_FUNCTION,
+  DEFAULT_HISTORY_SETTINGS,
+  parseSettings,
+  redisLibrary,
+  sameSettings,
+  userKeys,
+  withSettings,
+  type HistorySettings,
 } from './library';
+import { keySlot } from './slot';
 import {
   EventRejectedError,
   PublishOutcomeUnknownError,
+  ReplicationUnconfirmedError,
   TransportUnavailableError,
   type Published,
 } from '../transport';
-
-export interface HistorySettings {
-  historyMax: number;
-  historyMaxBytes: number;
-  historyTtlMs: number;
-  maxEventBytes: number;
-}
-
-export const DEFAULT_HISTORY_SETTINGS: HistorySettings = {
-  historyMax: DEFAULT_HISTORY_MAX,
-  historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
-  historyTtlMs: DEFAULT_HISTORY_TTL_MS,
-  maxEventBytes: 1024 * 1024,
-};
 
 /**
  * For connections that publish and read history: never queue while disconnected, never
@@ -49,6 +44,7 @@ export const PUBLISHER_CONNECTION_OPTIONS: Pick<
 };
 
 const EPOCH_PATTERN = /^[0-9a-z]{1,32}$/;
+const JSON_WHITESPACE = new Set([0x20, 0x09, 0x0a, 0x0d]);
 
 type Reply = Buffer | number | null | Reply[];
 
@@ -58,6 +54,15 @@ function text(reply: Reply | undefined): string {
 
 function streamPosition(epoch: string, streamId: string): EventId | undefined {
   return streamId === '' ? undefined : parseEventId(`${epoch}:${streamId}`);
+}
+
+/** The function stores an object from its `{` to its `}`: whitespace around a valid event is not part of it. */
+function trimmed(event: Buffer): Buffer {
+  let start = 0;
+  let end = event.length;
+  while (start < end && JSON_WHITESPACE.has(event[start] as number)) start++;
+  while (end > start && JSON_WHITESPACE.has(event[end - 1] as number)) end--;
+  return start === 0 && end === event.length ? event : event.subarray(start, end);
 }
 
 /** Redis errors that mean "not now" (connection, failover, memory) rather than "not this event". */
@@ -71,35 +76,203 @@ function classify(err: unknown): Error {
   return new TransportUnavailableError(`redis: ${message}`, { cause: err });
 }
 
+export interface BatchItem {
+  kind: string;
+  event: Buffer;
+}
+
+interface QueuedEvent extends BatchItem {
+  resolve(published: Published): void;
+  reject(err: unknown): void;
+}
+
+/** Most events one batch call carries; a longer queue goes in several, in order. */
+const MAX_BATCH_EVENTS = 64;
+/** And at most this many event bytes (one event always goes, however large). */
+const MAX_BATCH_BYTES = 1024 * 1024;
+
+export interface RedisEventsOptions {
+  /**
+   * Replicas own the library's settings and load their own over an older or differently set one;
+   * external publishers leave them alone and load the defaults only where none is loaded.
+   */
+  settings?: HistorySettings;
+  /** Replicas that must hear back from this many Redis replicas before a publish counts (WAIT). */
+  minReplicas?: number;
+  /** How long that wait lasts before the publish is answered as not confirmed. */
+  minReplicasTimeoutMs?: number;
+  log?: HubLogger;
+}
+
 /**
- * Publishing with history, and history reads, over one ioredis connection through the
- * ssehub Function library. The library (and, for replicas, the retention settings) is
- * (re)loaded by `prepare()` on every connect; a call that finds it missing (Redis restarted
- * without persistence) loads it and retries once.
+ * Publishing with history, and history reads, over one ioredis connection (or cluster) through
+ * the ssehub function library. The library is checked by `prepare()` on every connect and
+ * loaded when missing or older; a call that finds it missing (Redis restarted without
+ * persistence) loads it and retries once.
  */
 export class RedisEvents {
+  /** Users with a publish on its way, and the events queued behind it. */
+  private readonly queues = new Map<string, QueuedEvent[]>();
+
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: Redis | Cluster,
     private readonly prefix: string,
-    /** Replicas own the retention settings; external publishers leave them alone. */
-    private readonly settings?: HistorySettings,
+    private readonly options: RedisEventsOptions = {},
   ) {}
 
+  /**
+   * Loads the library unless one as new, with this deployment's limits, is loaded already. The
+   * limits of other deployments on the same Redis (other prefixes) are kept.
+   */
   async prepare(): Promise<void> {
-    await this.redis.call('FUNCTION', 'LOAD', 'REPLACE', REDIS_LIBRARY);
-    if (this.settings) {
-      await this.redis.hset(`${this.prefix}:config`, {
-        history_max: this.settings.historyMax,
-        history_max_bytes: this.settings.historyMaxBytes,
-        history_ttl_ms: this.settings.historyTtlMs,
-        max_event_bytes: this.settings.maxEventBytes,
-      });
+    const loaded = await this.loadedLibrary();
+    const own = this.options.settings;
+    const present = loaded?.settings.get(this.prefix);
+    if (loaded && loaded.version > LIBRARY_VERSION) {
+      // A newer replica of a rolling upgrade loaded it; its functions keep this version's forms.
+      if (present === undefined)
+        this.options.log?.error({ prefix: this.prefix }, 'a newer ssehub library is loaded without this deployment');
+      return;
+    }
+    if (
+      loaded &&
+      loaded.version === LIBRARY_VERSION &&
+      present !== undefined &&
+      (own === undefined || sameSettings(present, own))
+    ) {
+      return;
+    }
+    if (present !== undefined && own !== undefined && !sameSettings(present, own)) {
+      this.options.log?.warn(
+        { prefix: this.prefix, loaded: present, own },
+        'the ssehub library held other limits for this prefix; loading this replica’s (every replica of a deployment must share one configuration)',
+      );
+    }
+    const base = loaded?.version === LIBRARY_VERSION ? loaded.settings : new Map<string, HistorySettings>();
+    await this.loadLibrary(redisLibrary(withSettings(base, this.prefix, own ?? present ?? DEFAULT_HISTORY_SETTINGS)));
+  }
+
+  private async loadLibrary(source: string): Promise<void> {
+    if (isCluster(this.redis)) {
+      // A function library is per node: every primary needs it, replicas get it by replication.
+      await Promise.all(this.redis.nodes('master').map((node) => node.call('FUNCTION', 'LOAD', 'REPLACE', source)));
+    } else {
+      await this.redis.call('FUNCTION', 'LOAD', 'REPLACE', source);
     }
   }
 
-  async publish(kind: string, userId: string, event: Buffer): Promise<Published> {
-    const reply = (await this.fcall(PUBLISH_COUNTED_FUNCTION, [kind, userId, event, this.prefix])) as Reply[];
+  /** The oldest library loaded on any primary, with the limits it carries. */
+  private async loadedLibrary(): Promise<{ version: number; settings: Map<string, HistorySettings> } | undefined> {
+    const nodes = isCluster(this.redis) ? this.redis.nodes('master') : [this.redis];
+    let oldest: { version: number; settings: Map<string, HistorySettings> } | undefined;
+    for (const node of nodes) {
+      try {
+        const reply = (await node.call('FCALL_RO', VERSION_FUNCTION, '0')) as [number, string];
+        const found = { version: Number(reply[0]), settings: parseSettings(String(reply[1])) };
+        if (oldest === undefined || found.version < oldest.version || !found.settings.has(this.prefix)) oldest = found;
+      } catch (err) {
+        if (/Function not found/i.test((err as Error).message ?? '')) return undefined;
+        throw err;
+      }
+    }
+    return oldest;
+  }
+
+  /**
+   * Publishes one event. While a publish of the same user is on its way, further events of that
+   * user queue and then go together in one batch call (bursts of AG-UI token deltas), in order.
+   */
+  publish(kind: string, userId: string, event: Buffer): Promise<Published> {
+    const queue = this.queues.get(userId);
+    if (queue) {
+      return new Promise((resolve, reject) => queue.push({ kind, event, resolve, reject }));
+    }
+    this.queues.set(userId, []);
+    return this.publishOne(kind, userId, event).finally(() => this.drainQueue(userId));
+  }
+
+  private async publishOne(kind: string, userId: string, event: Buffer): Promise<Published> {
+    const { meta, history } = userKeys(this.prefix, userId);
+    const reply = (await this.fcall(PUBLISH_COUNTED_FUNCTION, [meta, history], [kind, trimmed(event)])) as Reply[];
+    await this.awaitReplicas(meta);
     return { id: text(reply[0]), receivers: Number(reply[1]) };
+  }
+
+  private drainQueue(userId: string): void {
+    const queued = this.queues.get(userId) ?? [];
+    if (queued.length === 0) {
+      this.queues.delete(userId);
+      return;
+    }
+    let count = 0;
+    let bytes = 0;
+    while (count < queued.length && count < MAX_BATCH_EVENTS) {
+      bytes += (queued[count] as QueuedEvent).event.length;
+      if (count > 0 && bytes > MAX_BATCH_BYTES) break;
+      count++;
+    }
+    const batch = queued.splice(0, count);
+    this.publishBatch(userId, batch)
+      .then(
+        ({ ids, receivers }) => {
+          for (const [i, item] of batch.entries()) item.resolve({ id: ids[i] as string, receivers });
+        },
+        (err: unknown) => this.publishEach(userId, batch, err),
+      )
+      .finally(() => this.drainQueue(userId));
+  }
+
+  /** A refused batch names one event: the others go one by one, so each caller gets its own answer. */
+  private async publishEach(userId: string, batch: QueuedEvent[], err: unknown): Promise<void> {
+    if (!(err instanceof EventRejectedError)) {
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    for (const item of batch) {
+      await this.publishOne(item.kind, userId, item.event).then(item.resolve, item.reject);
+    }
+  }
+
+  /** Several events of one user in one call, with consecutive ids; all or none are published. */
+  async publishBatch(userId: string, items: readonly BatchItem[]): Promise<{ ids: string[]; receivers: number }> {
+    const { meta, history } = userKeys(this.prefix, userId);
+    const args = items.flatMap((item) => [item.kind, trimmed(item.event)]);
+    const reply = (await this.fcall(PUBLISH_BATCH_FUNCTION, [meta, history], args)) as Reply[];
+    await this.awaitReplicas(meta);
+    return { receivers: Number(reply[0]), ids: reply.slice(1).map((id) => text(id)) };
+  }
+
+  /**
+   * With a replica count set, a publish counts only once that many Redis replicas have it, so
+   * a failover cannot take it back. Short of that it was published but may still be lost.
+   */
+  private async awaitReplicas(key: string): Promise<void> {
+    const { minReplicas = 0, minReplicasTimeoutMs = 1000 } = this.options;
+    if (minReplicas === 0) return;
+    let acknowledged: number;
+    try {
+      const node = isCluster(this.redis) ? this.nodeOf(this.redis, key) : this.redis;
+      acknowledged = Number(await node.call('WAIT', String(minReplicas), String(minReplicasTimeoutMs)));
+    } catch (err) {
+      throw new PublishOutcomeUnknownError(`redis: waiting for replicas failed: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    if (acknowledged < minReplicas) {
+      throw new ReplicationUnconfirmedError(
+        `redis: published, but ${acknowledged} of ${minReplicas} replicas confirmed it within ${minReplicasTimeoutMs} ms`,
+        acknowledged,
+        minReplicas,
+      );
+    }
+  }
+
+  private nodeOf(cluster: Cluster, key: string): Redis {
+    // WAIT has no key: it must go to the primary that just ran the publish, found by the key's slot.
+    const address = (cluster.slots[keySlot(key)] ?? [])[0];
+    const node = cluster.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === address);
+    if (!node) throw new Error(`no primary known for ${key}`);
+    return node;
   }
 
   /**
@@ -107,19 +280,18 @@ export class RedisEvents {
    * milliseconds until the window ends when it does not fit (nothing is counted then), else 0.
    */
   async takeQuota(name: string, limits: PublishQuotaLimits, bytes: number): Promise<number> {
-    const key = `${this.prefix}:q:${name}`;
-    const args = [key, limits.events, limits.bytes, limits.windowMs, bytes].map(String);
-    return Number(await this.fcall(QUOTA_FUNCTION, args));
+    const args = [limits.events, limits.bytes, limits.windowMs, bytes].map(String);
+    return Number(await this.fcall(QUOTA_FUNCTION, [`${this.prefix}:q:${name}`], args));
   }
 
   async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
+    const { meta, history } = userKeys(this.prefix, userId);
     const from = after === undefined ? '' : `${after.ms}-${after.seq}`;
-    const args = [userId, from, String(query.maxEntries), String(query.maxBytes), this.prefix];
-    const reply = (await this.fcall(HISTORY_FUNCTION, args)) as Reply[];
+    const args = [from, String(query.maxEntries), String(query.maxBytes)];
+    const reply = (await this.fcall(READ_HISTORY_FUNCTION, [meta, history], args)) as Reply[];
     const epoch = text(reply[0]);
-    // It goes into every id this replica writes; anything else in that key was not put there by ssehub.
-    if (!EPOCH_PATTERN.test(epoch))
-      throw new TransportUnavailableError(`redis: ${this.prefix}:epoch holds an invalid value`);
+    // It goes into every id this replica writes; anything else in that field was not put there by ssehub.
+    if (!EPOCH_PATTERN.test(epoch)) throw new TransportUnavailableError(`redis: ${meta} holds an invalid epoch`);
     const page: HistoryEntry[] = [];
     for (const raw of (reply[3] as Reply[] | null) ?? []) {
       const [streamId, fields] = raw as [Buffer, Reply[]];
@@ -141,23 +313,30 @@ export class RedisEvents {
         last: streamPosition(epoch, text(reply[1])),
         first: streamPosition(epoch, text(reply[2])),
         page,
-        ttlMs: Number(text(reply[4])) || DEFAULT_HISTORY_TTL_MS,
+        ttlMs: Number(text(reply[4])),
       },
       query.replayMax,
     );
   }
 
-  private async fcall(name: string, args: Array<string | Buffer>): Promise<Reply> {
+  private async fcall(name: string, keys: string[], args: Array<string | Buffer>): Promise<Reply> {
+    const call = (): Promise<Reply> =>
+      this.redis.callBuffer('FCALL', name, String(keys.length), ...keys, ...args) as Promise<Reply>;
     try {
-      return (await this.redis.callBuffer('FCALL', name, '0', ...args)) as Reply;
+      return await call();
     } catch (err) {
-      if (!/Function not found/i.test((err as Error).message ?? '')) throw classify(err);
+      // Redis restarted without persistence, or another deployment's replica reloaded the library without ours.
+      if (!/Function not found|no limits loaded for prefix/i.test((err as Error).message ?? '')) throw classify(err);
     }
     try {
       await this.prepare();
-      return (await this.redis.callBuffer('FCALL', name, '0', ...args)) as Reply;
+      return await call();
     } catch (err) {
       throw classify(err);
     }
   }
+}
+
+function isCluster(redis: Redis | Cluster): redis is Cluster {
+  return (redis as Cluster).isCluster === true;
 }

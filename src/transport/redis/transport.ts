@@ -1,159 +1,396 @@
-import { Redis } from 'ioredis';
+import { randomBytes } from 'node:crypto';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { NOOP_LOGGER, type HubLogger } from '../../log';
 import type { EventId } from '../../history/event-id';
 import { HistoryReadAbandonedError, type HistoryQuery, type HistoryRead } from '../../history/history';
-import { type EventKind, isEventKind } from '../../routing';
-import { DEFAULT_HISTORY_SETTINGS, PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type HistorySettings } from './events';
+import { EVENT_KINDS, type EventKind, isEventKind } from '../../routing';
+import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type BatchItem } from './events';
+import { DEFAULT_HISTORY_SETTINGS, type HistorySettings, userKeys } from './library';
+import { ChannelSubscriber } from './subscriber';
+import { keySlot, SLOT_COUNT } from './slot';
 import { admitEnvelope, isRejectedMessage } from '../../wire/envelope';
 import { peekEnvelopeUserId } from '../../wire/peek-user-id';
+import { admitUserRecords } from '../../wire/user-records';
 import type { PublishQuotaLimits } from '../../limits';
-import type { Published, QuotaStore, TicketStore, Transport, TransportHandler } from '../transport';
+import type {
+  BatchPublisher,
+  Published,
+  QuotaStore,
+  TicketStore,
+  Transport,
+  TransportHandler,
+  UserSubscriptions,
+} from '../transport';
+
+export interface RedisAddress {
+  host: string;
+  port: number;
+}
 
 export interface RedisTransportOptions {
-  url: string;
-  /** Channels are `<prefix>:<kind>`; history keys start with `<prefix>:` too (default `ssehub`). */
+  /** A single Redis; with `sentinels`, only its credentials and database are used. */
+  url?: string;
+  /** Sentinels to ask for the current primary of `sentinelName` (Redis Sentinel). */
+  sentinels?: RedisAddress[];
+  sentinelName?: string;
+  /** Seed nodes of a Redis Cluster; the library is loaded on every primary, channels are sharded. */
+  clusterNodes?: RedisAddress[];
+  /** Channels and keys start with `<prefix>:` (default `ssehub`). */
   channelPrefix?: string;
-  /** The stand-alone server's defaults (the configuration table's) for what is left out. */
+  /** The limits the function library is loaded with (the configuration table's defaults for what is left out). */
   history?: Partial<HistorySettings>;
   /** The hub's logger by default. */
   logger?: HubLogger;
-  /** How often the subscriber connection is probed; a probe unanswered for as long forces a reconnect. */
-  livenessIntervalMs?: number;
+  /**
+   * How often the replica proves its subscription delivers: it publishes a probe on its own
+   * channel and expects it back within as long (default 1000 ms).
+   */
+  selfCheckIntervalMs?: number;
+  /**
+   * Also take plain `PUBLISH <prefix>:<kind> <envelope>` messages (live only, every replica
+   * receives every one). Default true.
+   */
+  kindChannels?: boolean;
+  /** How long a user's channel stays subscribed after the user's last stream here closed (default 5000 ms). */
+  releaseDelayMs?: number;
+  /** Publishes count only once this many Redis replicas confirmed them (WAIT); default 0. */
+  minReplicas?: number;
+  minReplicasTimeoutMs?: number;
 }
 
 /** How long a history read waits for its connection to come back before failing. */
 const READ_WAIT_MS = 2000;
 /** A page is bounded in entries and bytes: a read unanswered this long means a stuck connection or Redis. */
 const HISTORY_READ_TIMEOUT_MS = 10_000;
-
 const DEFAULT_CHANNEL_PREFIX = 'ssehub';
-/**
- * A frozen Redis (SIGSTOP, a stalled host) keeps its sockets open and answers nothing: a PING
- * unanswered this long marks the subscription down, so readiness turns 503 within about two
- * intervals instead of after client timeouts.
- */
-const LIVENESS_INTERVAL_MS = 1000;
-
-function escapeGlob(text: string): string {
-  return text.replace(/[*?[\]\\]/g, (char) => `\\${char}`);
-}
+const SELF_CHECK_INTERVAL_MS = 1000;
+const RELEASE_DELAY_MS = 5000;
 
 /** Exponential reconnect backoff, capped so a restarted Redis is picked up within two seconds. */
 function reconnectDelay(attempt: number): number {
   return Math.min(50 * 2 ** Math.min(attempt, 10), 2000) + Math.floor(Math.random() * 100);
 }
 
+const SUBSCRIBER_OPTIONS: RedisOptions = {
+  connectionName: 'ssehub-subscriber',
+  autoResubscribe: false,
+  // subscribeAll() runs on every 'ready'; SSUBSCRIBEs resent by the client as well would count twice.
+  autoResendUnfulfilledCommands: false,
+  maxRetriesPerRequest: null,
+};
+
 /**
- * Redis pub/sub transport. Publisher and subscriber use separate connections; the publisher
- * never queues while Redis is unreachable (a stale event delivered minutes later is worse
- * than a clear error), and the subscriber resubscribes itself after every reconnect so the
- * hub knows exactly when it is listening again.
+ * One subscriber connection and what it proves: a single Redis (or the primary the sentinels
+ * name) has one; a Cluster has one per primary, holding the channels of that primary's slots.
  */
-export class RedisTransport implements Transport, TicketStore, QuotaStore {
+interface Shard {
+  /** `host:port` of the primary, or `primary` for a single Redis. */
+  readonly key: string;
+  readonly subscriber: ChannelSubscriber;
+  /** A channel of this replica's own, in a slot this shard serves, for the self-check. */
+  readonly probeChannel: string;
+  listening: boolean;
+  /** The subscriber's client id on its Redis, for counting the subscriptions Redis really holds. */
+  clientId: string | undefined;
+  probing: boolean;
+  probe: { sequence: string; heard: () => void } | undefined;
+}
+
+/**
+ * Redis transport. A replica subscribes to the channel of each user who has a stream open on it
+ * (sharded pub/sub: SSUBSCRIBE), so it receives only its own users' events. Publisher, history
+ * reader and subscribers use separate connections; the publisher never queues while Redis is
+ * unreachable (a stale event delivered minutes later is worse than a clear error), and each
+ * subscriber resubscribes itself after every reconnect so the hub knows exactly when it is
+ * listening again. A probe published on the replica's own channel every second proves each
+ * subscription delivers; a missed probe reconnects it and fills every stream's gap from history.
+ */
+export class RedisTransport implements Transport, TicketStore, QuotaStore, UserSubscriptions, BatchPublisher {
   readonly name = 'redis';
   /** `<ms>` is the Redis clock at publish (never going backwards for a user). */
   readonly idsCarryPublishTime = true;
-  /** One pattern for all kinds, so messages on unknown kinds are seen (and counted) too. */
-  private readonly pattern: string;
-  private readonly channelPrefixLength: number;
   private readonly maxEventBytes: number;
-  private readonly publisher: Redis;
+  private readonly publisher: Redis | Cluster;
   /** Replays can be large; they get their own connection so publishes never queue behind them. */
-  private readonly historyReader: Redis;
+  private readonly historyReader: Redis | Cluster;
   private readonly history: RedisEvents;
-  private readonly subscriber: Redis;
   private readonly events: RedisEvents;
+  private readonly shards = new Map<string, Shard>();
+  /** Cluster: which shard serves each slot, as last reconciled. */
+  private slotOwners: string[] = [];
   private log: HubLogger;
   private readonly channelPrefix: string;
+  private readonly replicaId = randomBytes(8).toString('hex');
+  private readonly kindChannels: Map<string, EventKind>;
+  /** User channel -> user id, for every channel this replica subscribes. */
+  private readonly users = new Map<string, string>();
+  /** Users whose last stream closed, by when their channel is released unless they came back. */
+  private readonly releasing = new Map<string, number>();
+  private readonly releaseDelayMs: number;
+  private probeSequence = 0;
   private handler: TransportHandler | undefined;
-  private listening = false;
   private subscribedBefore = false;
   private closing = false;
-  private livenessTimer: NodeJS.Timeout | undefined;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: RedisTransportOptions) {
     this.log = (options.logger ?? NOOP_LOGGER).child({ component: 'redis-transport' });
     this.channelPrefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
     const history: HistorySettings = { ...DEFAULT_HISTORY_SETTINGS, ...options.history };
     this.maxEventBytes = history.maxEventBytes;
-    this.pattern = `${escapeGlob(this.channelPrefix)}:*`;
-    this.channelPrefixLength = Buffer.byteLength(this.channelPrefix) + 1;
-    this.publisher = new Redis(options.url, {
-      connectionName: 'ssehub-publisher',
-      ...PUBLISHER_CONNECTION_OPTIONS,
-      retryStrategy: reconnectDelay,
-      lazyConnect: true,
-    });
-    this.subscriber = new Redis(options.url, {
-      connectionName: 'ssehub-subscriber',
-      autoResubscribe: false,
-      // subscribe() runs on every 'ready'; a PSUBSCRIBE resent by the client as well would count twice.
-      autoResendUnfulfilledCommands: false,
-      maxRetriesPerRequest: null,
-      retryStrategy: reconnectDelay,
-      lazyConnect: true,
-    });
-    this.historyReader = new Redis(options.url, {
+    this.releaseDelayMs = options.releaseDelayMs ?? RELEASE_DELAY_MS;
+    this.kindChannels = new Map(
+      options.kindChannels === false ? [] : EVENT_KINDS.map((kind) => [`${this.channelPrefix}:${kind}`, kind]),
+    );
+    this.publisher = this.connect({ connectionName: 'ssehub-publisher', ...PUBLISHER_CONNECTION_OPTIONS });
+    this.historyReader = this.connect({
       connectionName: 'ssehub-history',
       ...PUBLISHER_CONNECTION_OPTIONS,
       // Reads time out in readHistory, which can tell when Redis is done with one it gave up on.
       commandTimeout: undefined,
-      retryStrategy: reconnectDelay,
-      lazyConnect: true,
     });
     this.historyReader.setMaxListeners(0);
-    this.events = new RedisEvents(this.publisher, this.channelPrefix, history);
-    this.history = new RedisEvents(this.historyReader, this.channelPrefix, history);
+    const eventsOptions = {
+      settings: history,
+      minReplicas: options.minReplicas,
+      minReplicasTimeoutMs: options.minReplicasTimeoutMs,
+      log: this.log,
+    };
+    this.events = new RedisEvents(this.publisher, this.channelPrefix, eventsOptions);
+    this.history = new RedisEvents(this.historyReader, this.channelPrefix, eventsOptions);
     this.publisher.on('error', (err: Error) => this.log.warn({ err }, 'redis publisher error'));
     this.historyReader.on('error', (err: Error) => this.log.warn({ err }, 'redis history reader error'));
-    this.publisher.on('ready', () => {
+    const publisher = this.publisher;
+    const prepare = (): void => {
       this.events.prepare().catch((err: Error) => this.log.error({ err }, 'loading the ssehub Redis functions failed'));
-    });
-    this.subscriber.on('error', (err: Error) => this.log.warn({ err }, 'redis subscriber error'));
-    this.subscriber.on('ready', () => void this.subscribe());
-    this.subscriber.on('close', () => this.markDown('connection closed'));
-    this.subscriber.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer, message: Buffer) => {
-      const handler = this.handler;
-      if (!handler) return;
-      const kind = channel.toString('utf8', this.channelPrefixLength);
-      // Every replica sees every event; most are for users it does not hold, and need no full parse.
-      if (isEventKind(kind)) {
-        const userId = peekEnvelopeUserId(message);
-        if (userId !== undefined && !handler.holds(userId)) {
-          handler.skipped();
-          return;
+    };
+    if (publisher instanceof Cluster) {
+      publisher.on('ready', () => {
+        prepare();
+        this.reconcileShards();
+      });
+      // Failovers, slot moves and added nodes: channels follow their slots, new primaries get the library.
+      publisher.on('refresh', () => this.reconcileShards());
+      publisher.on('+node', prepare);
+    } else {
+      publisher.on('ready', prepare);
+      this.addShard(
+        'primary',
+        this.connectSubscriber(),
+        this.probeChannelFor(() => true),
+      );
+    }
+  }
+
+  private get isCluster(): boolean {
+    return this.publisher instanceof Cluster;
+  }
+
+  /** A connection to the primary (the URL's, or the one the sentinels name), or to the cluster. */
+  private connect(options: RedisOptions): Redis | Cluster {
+    const common: RedisOptions = { ...options, retryStrategy: reconnectDelay, lazyConnect: true };
+    const { sentinels, sentinelName, clusterNodes, url } = this.options;
+    const credentials = url ? new URL(url) : undefined;
+    const auth = {
+      username: credentials?.username || undefined,
+      password: credentials?.password ? decodeURIComponent(credentials.password) : undefined,
+    };
+    if (clusterNodes && clusterNodes.length > 0 && options.connectionName !== SUBSCRIBER_OPTIONS.connectionName) {
+      return new Cluster(clusterNodes, {
+        redisOptions: { ...common, ...auth },
+        enableOfflineQueue: options.enableOfflineQueue ?? true,
+        lazyConnect: true,
+        clusterRetryStrategy: reconnectDelay,
+        // A failover or slot move is seen within a second, not at the next failed command.
+        slotsRefreshInterval: 1000,
+      });
+    }
+    if (sentinels && sentinels.length > 0) {
+      return new Redis({
+        ...common,
+        ...auth,
+        sentinels,
+        name: sentinelName ?? 'mymaster',
+        db: credentials && credentials.pathname.length > 1 ? Number(credentials.pathname.slice(1)) : undefined,
+        // A primary that turned replica (a failover the sentinels have not told about yet) is left at once.
+        failoverDetector: true,
+        sentinelRetryStrategy: reconnectDelay,
+      });
+    }
+    if (!url) throw new Error('redis transport: set url, sentinels and sentinelName, or clusterNodes');
+    return new Redis(url, common);
+  }
+
+  /** The subscriber of a single Redis or Sentinel-named primary (a Cluster's are made per primary). */
+  private connectSubscriber(): Redis {
+    const connection = this.connect(SUBSCRIBER_OPTIONS);
+    if (connection instanceof Cluster) throw new Error('redis transport: a cluster subscriber is one per primary');
+    return connection;
+  }
+
+  /** A probe channel of this replica's in a slot `owns` accepts (any, outside a Cluster). */
+  private probeChannelFor(owns: (slot: number) => boolean): string {
+    for (let i = 0; ; i++) {
+      const { channel } = userKeys(this.channelPrefix, `probe:${this.replicaId}:${i}`);
+      if (owns(keySlot(channel))) return channel;
+    }
+  }
+
+  private addShard(key: string, connection: Redis, probeChannel: string): Shard {
+    const shard: Shard = {
+      key,
+      subscriber: new ChannelSubscriber(connection, this.log, this.isCluster),
+      probeChannel,
+      listening: false,
+      clientId: undefined,
+      probing: false,
+      probe: undefined,
+    };
+    this.shards.set(key, shard);
+    connection.on('error', (err: Error) => this.log.warn({ err, shard: key }, 'redis subscriber error'));
+    connection.on('ready', () => void this.subscribe(shard));
+    connection.on('close', () => this.markDown(shard, 'connection closed'));
+    // A slot of this shard moved away: Redis dropped its channels with a bare SUNSUBSCRIBE.
+    connection.on('moved', () => this.refreshTopology());
+    connection.on('smessageBuffer', (channel: Buffer, message: Buffer) => this.userMessage(shard, channel, message));
+    connection.on('messageBuffer', (channel: Buffer, message: Buffer) => this.kindMessage(channel, message));
+    if (this.handler)
+      connection.connect().catch((err: Error) => this.log.warn({ err }, 'redis subscriber not connected yet'));
+    return shard;
+  }
+
+  private refreshTopology(): void {
+    if (this.publisher instanceof Cluster && !this.closing) this.publisher.refreshSlotsCache();
+  }
+
+  /**
+   * Follows the cluster's slot map: a subscriber per primary, each user's channel on the primary
+   * that serves its slot. Channels that moved are caught up from history once resubscribed.
+   */
+  private reconcileShards(): void {
+    const cluster = this.publisher;
+    if (!(cluster instanceof Cluster) || this.closing) return;
+    const owners = cluster.slots.map((nodes) => nodes?.[0] ?? '');
+    if (owners.length < SLOT_COUNT || owners.some((owner) => owner === '')) return;
+    const changed = owners.some((owner, slot) => owner !== this.slotOwners[slot]);
+    if (!changed) return;
+    this.slotOwners = owners;
+    const primaries = new Set(owners);
+    for (const key of primaries) {
+      if (this.shards.has(key)) continue;
+      const [host, port] = [key.slice(0, key.lastIndexOf(':')), Number(key.slice(key.lastIndexOf(':') + 1))];
+      const connection = new Redis({
+        ...SUBSCRIBER_OPTIONS,
+        host,
+        port,
+        retryStrategy: reconnectDelay,
+        lazyConnect: true,
+        username: this.options.url ? new URL(this.options.url).username || undefined : undefined,
+        password: this.options.url ? decodeURIComponent(new URL(this.options.url).password) || undefined : undefined,
+      });
+      this.addShard(
+        key,
+        connection,
+        this.probeChannelFor((slot) => owners[slot] === key),
+      );
+    }
+    let moved = 0;
+    for (const [channel] of this.users) {
+      const owner = owners[keySlot(channel)] as string;
+      for (const shard of this.shards.values()) {
+        if (shard.key !== owner && shard.subscriber.wanted.has(channel)) {
+          shard.subscriber.remove(channel);
+          moved++;
         }
       }
-      const admitted = admitEnvelope(kind, message, this.maxEventBytes);
-      if (isRejectedMessage(admitted)) handler.rejected(admitted);
-      else handler.event(admitted);
-    });
+      if (!this.shards.get(owner)?.subscriber.wanted.has(channel)) void this.shards.get(owner)?.subscriber.add(channel);
+    }
+    for (const [key, shard] of this.shards) {
+      if (primaries.has(key)) continue;
+      this.shards.delete(key);
+      shard.subscriber.connection.disconnect();
+    }
+    if (moved > 0 && this.handler) {
+      // Events published to a moved channel's new primary before it was subscribed there come from history.
+      this.log.info({ moved }, 'user channels moved with their slots; catching their streams up');
+      this.handler.subscribing();
+      void Promise.all([...this.shards.values()].map((shard) => shard.subscriber.flushed())).then(() =>
+        this.handler?.subscribed(true),
+      );
+    }
+  }
+
+  private shardOf(channel: string): Shard | undefined {
+    if (!this.isCluster) return this.shards.get('primary');
+    return this.shards.get(this.slotOwners[keySlot(channel)] ?? '');
   }
 
   async start(handler: TransportHandler): Promise<void> {
     this.handler = handler;
     if (this.options.logger === undefined) this.log = handler.log.child({ component: 'redis-transport' });
     // Connection failures are retried in the background; readiness reports them meanwhile.
-    this.publisher.connect().catch((err: Error) => this.log.warn({ err }, 'redis publisher not connected yet'));
-    this.historyReader
-      .connect()
-      .catch((err: Error) => this.log.warn({ err }, 'redis history reader not connected yet'));
-    this.subscriber.connect().catch((err: Error) => this.log.warn({ err }, 'redis subscriber not connected yet'));
-    const interval = this.options.livenessIntervalMs ?? LIVENESS_INTERVAL_MS;
-    this.livenessTimer = setInterval(() => {
-      void this.probe(interval);
-      void this.probeCommandConnection(
-        this.publisher,
-        'publisher',
-        PUBLISHER_CONNECTION_OPTIONS.commandTimeout ?? interval,
-      );
-      void this.probeCommandConnection(this.historyReader, 'history reader', HISTORY_READ_TIMEOUT_MS);
+    const connections: Array<[Redis | Cluster, string]> = [
+      [this.publisher, 'publisher'],
+      [this.historyReader, 'history reader'],
+      ...[...this.shards.values()].map((shard): [Redis, string] => [shard.subscriber.connection, 'subscriber']),
+    ];
+    for (const [connection, role] of connections) {
+      connection.connect().catch((err: Error) => this.log.warn({ err }, `redis ${role} not connected yet`));
+    }
+    const interval = this.options.selfCheckIntervalMs ?? SELF_CHECK_INTERVAL_MS;
+    this.timer = setInterval(() => {
+      for (const shard of this.shards.values()) void this.selfCheck(shard, interval);
+      if (!this.isCluster) {
+        void this.probeCommandConnection(
+          this.publisher as Redis,
+          'publisher',
+          PUBLISHER_CONNECTION_OPTIONS.commandTimeout ?? interval,
+        );
+        void this.probeCommandConnection(this.historyReader as Redis, 'history reader', HISTORY_READ_TIMEOUT_MS);
+      }
+      this.releaseIdle();
     }, interval);
-    this.livenessTimer.unref();
+    this.timer.unref();
+  }
+
+  /**
+   * Subscribes this replica to the user's channel; resolves once events published from now on
+   * reach it (at once while Redis is unreachable: the resubscription then catches every stream up).
+   */
+  watch(userId: string): Promise<void> {
+    this.releasing.delete(userId);
+    const { channel } = userKeys(this.channelPrefix, userId);
+    if (!this.users.has(channel)) {
+      this.users.set(channel, userId);
+      this.handler?.metrics.userChannels?.(this.users.size);
+    }
+    return this.shardOf(channel)?.subscriber.add(channel) ?? Promise.resolve();
+  }
+
+  /** The user's last stream here closed: the channel goes after a delay, unless a stream opens again. */
+  release(userId: string): void {
+    this.releasing.set(userId, Date.now() + this.releaseDelayMs);
+  }
+
+  private releaseIdle(): void {
+    const now = Date.now();
+    for (const [userId, at] of this.releasing) {
+      if (at > now) continue;
+      this.releasing.delete(userId);
+      if (this.handler?.holds(userId)) continue;
+      const { channel } = userKeys(this.channelPrefix, userId);
+      this.users.delete(channel);
+      for (const shard of this.shards.values()) shard.subscriber.remove(channel);
+    }
+    this.handler?.metrics.userChannels?.(this.users.size);
   }
 
   publish(kind: EventKind, userId: string, event: Buffer): Promise<Published> {
     return this.events.publish(kind, userId, event);
+  }
+
+  publishBatch(userId: string, items: readonly BatchItem[]): Promise<{ ids: string[]; receivers: number }> {
+    return this.events.publishBatch(userId, items);
   }
 
   async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
@@ -213,40 +450,96 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore {
 
   /** Subscribed, and able to publish and read history: a replica that cannot publish is not ready for webhooks. */
   isListening(): boolean {
-    return this.listening && this.publisher.status === 'ready' && this.historyReader.status === 'ready';
+    if (this.shards.size === 0) return false;
+    for (const shard of this.shards.values()) if (!shard.listening) return false;
+    return this.publisher.status === 'ready' && this.historyReader.status === 'ready';
   }
 
   async close(): Promise<void> {
     this.closing = true;
-    clearInterval(this.livenessTimer);
-    this.listening = false;
-    await Promise.allSettled([this.subscriber.quit(), this.publisher.quit(), this.historyReader.quit()]);
+    clearInterval(this.timer);
+    const subscribers = [...this.shards.values()].map((shard) => shard.subscriber.connection);
+    for (const shard of this.shards.values()) shard.listening = false;
+    await Promise.allSettled([
+      ...subscribers.map((connection) => connection.quit()),
+      this.publisher.quit(),
+      this.historyReader.quit(),
+    ]);
     this.historyReader.disconnect();
-    this.subscriber.disconnect();
+    for (const connection of subscribers) connection.disconnect();
     this.publisher.disconnect();
   }
 
-  private async subscribe(): Promise<void> {
-    // Messages may arrive in the same read as the PSUBSCRIBE reply, before the await below returns.
-    this.handler?.subscribing();
-    try {
-      await this.subscriber.psubscribe(this.pattern);
-    } catch (err) {
-      this.log.error({ err }, 'redis subscribe failed; reconnecting');
-      this.subscriber.disconnect(true);
+  private userMessage(shard: Shard, channel: Buffer, message: Buffer): void {
+    const handler = this.handler;
+    if (!handler) return;
+    const name = channel.toString('utf8');
+    if (name === shard.probeChannel) {
+      if (shard.probe?.sequence === message.toString('latin1')) shard.probe.heard();
       return;
     }
-    this.listening = true;
-    this.log.info({ pattern: this.pattern }, 'listening for events');
+    const userId = this.users.get(name);
+    // A channel released while its message was on the way.
+    if (userId === undefined) return;
+    handler.metrics.messageReceived?.('user');
+    if (!handler.holds(userId)) {
+      handler.skipped();
+      return;
+    }
+    admitUserRecords(
+      userId,
+      message,
+      this.maxEventBytes,
+      (event) => handler.event(event),
+      (rejected) => handler.rejected(rejected),
+    );
+  }
+
+  /** A plain PUBLISH on a kind channel: every replica gets it, and reads its user before parsing it. */
+  private kindMessage(channel: Buffer, message: Buffer): void {
+    const handler = this.handler;
+    const kind = this.kindChannels.get(channel.toString('utf8'));
+    if (!handler || kind === undefined || !isEventKind(kind)) return;
+    handler.metrics.messageReceived?.('kind');
+    const userId = peekEnvelopeUserId(message);
+    if (userId !== undefined && !handler.holds(userId)) {
+      handler.skipped();
+      return;
+    }
+    const admitted = admitEnvelope(kind, message, this.maxEventBytes);
+    if (isRejectedMessage(admitted)) handler.rejected(admitted);
+    else handler.event(admitted);
+  }
+
+  private async subscribe(shard: Shard): Promise<void> {
+    // Messages may arrive in the same read as the first SSUBSCRIBE reply, before the await below returns.
+    this.handler?.subscribing();
+    const { connection } = shard.subscriber;
+    try {
+      // Asked before the connection enters subscriber mode, where only (un)subscribe commands go.
+      shard.clientId = String(await connection.client('ID'));
+      // A plain PUBLISH reaches every node of a Cluster: one shard takes the kind channels.
+      const takesKinds = !this.isCluster || shard.key === [...this.shards.keys()][0];
+      if (this.kindChannels.size > 0 && takesKinds) await connection.subscribe(...this.kindChannels.keys());
+      await shard.subscriber.subscribeAll([shard.probeChannel]);
+    } catch (err) {
+      this.log.error({ err, shard: shard.key }, 'redis subscribe failed; reconnecting');
+      connection.disconnect(true);
+      return;
+    }
+    shard.listening = true;
+    this.log.info({ shard: shard.key, users: shard.subscriber.wanted.size }, 'listening for events');
     const again = this.subscribedBefore;
     this.subscribedBefore = true;
     this.handler?.subscribed(again);
   }
 
-  private markDown(why: string): void {
+  private markDown(shard: Shard, why: string): void {
     if (this.closing) return;
-    if (this.listening) this.log.warn({ why }, 'redis subscription lost; reconnecting');
-    this.listening = false;
+    if (shard.listening) this.log.warn({ why, shard: shard.key }, 'redis subscription lost; reconnecting');
+    shard.listening = false;
+    // A Cluster primary that went away is replaced by its replica: the slot map says which.
+    this.refreshTopology();
   }
 
   /**
@@ -273,26 +566,67 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore {
   }
 
   /**
-   * A half-open TCP connection never errors by itself, and the subscriber would then wait
-   * forever for messages that never come. An unanswered PING forces a reconnect.
+   * Redis can drop a shard subscription without a word to the client (client libraries have lost
+   * them after failovers and slot moves): the subscriptions Redis counts for the subscriber must
+   * be at least those the subscriber holds as confirmed.
    */
-  private async probe(timeoutMs: number): Promise<void> {
-    if (!this.listening || this.closing) return;
+  private async subscriptionsDropped(shard: Shard): Promise<boolean> {
+    const node = this.commandNodeOf(shard);
+    if (!node || shard.clientId === undefined) return false;
+    try {
+      const line = String(await node.call('CLIENT', 'LIST', 'ID', shard.clientId));
+      const held = /\bssub=(\d+)/.exec(line);
+      return held !== null && Number(held[1]) < shard.subscriber.confirmedCount;
+    } catch {
+      // Unanswered: the probe of the next second decides.
+      return false;
+    }
+  }
+
+  /** A command connection to the shard's Redis. */
+  private commandNodeOf(shard: Shard): Redis | undefined {
+    const publisher = this.publisher;
+    if (!(publisher instanceof Cluster)) return publisher;
+    return publisher.nodes('master').find((node) => `${node.options.host}:${node.options.port}` === shard.key);
+  }
+
+  /**
+   * Proves a subscription delivers: a probe published on this replica's own channel must come
+   * back within `timeoutMs`. A subscriber on a frozen or half-open connection, or one whose
+   * subscriptions Redis dropped without a word, misses it: the replica turns unready, reconnects,
+   * resubscribes and fills every stream's gap from history.
+   */
+  private async selfCheck(shard: Shard, timeoutMs: number): Promise<void> {
+    if (!shard.listening || this.closing || shard.probing || this.publisher.status !== 'ready') return;
+    shard.probing = true;
+    const sequence = String(++this.probeSequence);
     let timer: NodeJS.Timeout | undefined;
+    const heard = new Promise<'heard'>((resolve) => {
+      shard.probe = { sequence, heard: () => resolve('heard') };
+    });
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
     try {
-      const result = await Promise.race([this.subscriber.ping(), timedOut]);
-      if (result === 'timeout' && !this.closing) {
-        this.log.warn('redis subscriber did not answer PING; reconnecting');
-        this.markDown('ping timeout');
-        this.subscriber.disconnect(true);
+      const sent = this.publisher.spublish(shard.probeChannel, sequence).then(
+        (receivers) => (receivers === 0 ? ('unsubscribed' as const) : heard),
+        () => 'timeout' as const,
+      );
+      let outcome: string = await Promise.race([heard, timedOut, sent]);
+      if (outcome === 'heard' && (await this.subscriptionsDropped(shard))) outcome = 'subscriptions dropped';
+      if (outcome !== 'heard' && shard.listening && !this.closing) {
+        this.log.warn(
+          { why: outcome, shard: shard.key },
+          'redis self-check: the probe did not come back; resubscribing',
+        );
+        this.handler?.metrics.selfCheckFailed?.();
+        this.markDown(shard, `self-check ${outcome}`);
+        shard.subscriber.connection.disconnect(true);
       }
-    } catch {
-      // The connection is already failing; 'close' handles it.
     } finally {
       clearTimeout(timer);
+      shard.probe = undefined;
+      shard.probing = false;
     }
   }
 }
