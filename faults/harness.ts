@@ -269,6 +269,7 @@ export class FaultBench {
     let duplicated = 0;
     let resets = 0;
     let lostWithoutReset = 0;
+    const untold: string[] = [];
     this.clients.forEach((client, i) => {
       const expected = this.acknowledged.get(this.users[i] as string) ?? [];
       const received = client.events().map((event) => event.id);
@@ -283,13 +284,24 @@ export class FaultBench {
         lost++;
         // A loss the client was told of: a reset reached it after the event was acknowledged.
         const told = clientResets.some((reset) => isAtOrAfter(reset.id, id) || epochOf(reset.id) !== epochOf(id));
-        if (!told) lostWithoutReset++;
+        if (!told) {
+          lostWithoutReset++;
+          // Enough to find the event in the hubs' logs: the user, its id, and what the client had seen around it.
+          if (untold.length < 3)
+            untold.push(
+              `${this.users[i]} ${id} (last seen ${received.filter((r) => !isAtOrAfter(r, id)).pop() ?? 'none'})`,
+            );
+        }
       }
     });
     const problems: string[] = [];
     if (duplicated > 0) problems.push(`${duplicated} duplicated`);
     if (criteria.resetAllowed ? lostWithoutReset > 0 : lost > 0) {
-      problems.push(`${criteria.resetAllowed ? lostWithoutReset : lost} lost without a reset`);
+      problems.push(
+        criteria.resetAllowed
+          ? `${lostWithoutReset} lost without a reset: ${untold.join(', ')}`
+          : `${lost} lost (${lostWithoutReset} without a reset${untold.length > 0 ? `: ${untold.join(', ')}` : ''})`,
+      );
     }
     if (
       criteria.detectWithinMs !== undefined &&

@@ -6,9 +6,9 @@ import { keySlot } from '../src/transport/redis/slot';
 import { sleep } from '../test/helpers/sse-client';
 
 /**
- * The published fault suite: each scenario injects one fault into two replicas on their own
- * Redis, under 50 events/s to 20 users each holding one stream that follows the replicas like a
- * browser, and prints one row. `FAULTS=quick` runs the subset CI runs, with shorter faults;
+ * The published fault suite: each scenario injects one fault into two replicas (three on a
+ * cluster) on a Redis of their own, under 50 events/s to 20 users each holding one stream that
+ * follows the replicas like a browser, and prints one row. `FAULTS=quick` runs the subset CI runs, with shorter faults;
  * `FAULTS_WRITE=1` writes the table to FAULTS.md.
  */
 const quick = process.env.FAULTS === 'quick';
@@ -21,6 +21,8 @@ interface Scenario {
   inQuick: boolean;
   persistence?: 'none' | 'aof';
   topology?: Topology;
+  /** Hub replicas under load (default 2). */
+  replicas?: number;
   criteria: Criteria;
   fault: (bench: FaultBench) => Promise<void>;
 }
@@ -108,6 +110,7 @@ const SCENARIOS: Scenario[] = [
     name: 'Cluster: primary SIGKILL, replica promoted',
     inQuick: true,
     topology: 'cluster',
+    replicas: 3,
     criteria: { ...DATA_LOSS, recoverWithinMs: 20_000 },
     fault: async (bench) => {
       const port = await bench.cluster.primaryForKey(userKeys('ssehub', bench.users[0] as string).meta);
@@ -119,6 +122,7 @@ const SCENARIOS: Scenario[] = [
     name: 'Cluster: slot migration under load',
     inQuick: true,
     topology: 'cluster',
+    replicas: 3,
     criteria: STRICT,
     fault: async (bench) => {
       // Every slot that holds one of the users moves to another primary, keys and all.
@@ -162,7 +166,7 @@ describe('fault suite', () => {
   for (const scenario of SCENARIOS.filter((s) => !quick || s.inQuick)) {
     it(scenario.name, async () => {
       const bench = await FaultBench.start({
-        replicas: 2,
+        replicas: scenario.replicas ?? 2,
         users: 20,
         persistence: scenario.persistence,
         topology: scenario.topology,
@@ -183,7 +187,8 @@ function faultsMarkdown(table: string): string {
   return `# Fault suite
 
 The latest full run of \`FAULTS_WRITE=1 npm run faults\` on ${new Date().toISOString().slice(0, 10)}: two replicas on a
-Redis of their own (started by the suite), 20 users each holding one \`/api/v1/stream/agui\` stream through a
+Redis of their own (started by the suite; the Cluster scenarios run three replicas on a cluster of three primaries
+with a replica each, the Sentinel one two replicas on a primary, a replica and three sentinels), 20 users each holding one \`/api/v1/stream/agui\` stream through a
 client that reconnects to any live replica with \`Last-Event-ID\` (as a browser behind a balancer does), and a
 publisher sending 50 events/s through the webhooks (a \`service\` token), to whichever replica answers.
 
@@ -199,7 +204,8 @@ publisher sending 50 events/s through the webhooks (a \`service\` token), to whi
   a new epoch, a loss is allowed only if the stream got a \`reset\`); recovery within 15 s; every replica's
   RSS under 400 MB.
 
-CI runs \`FAULTS=quick npm run faults\` (a 4 s freeze, CLIENT KILL, replica SIGKILL) on every change.
+CI runs \`FAULTS=quick npm run faults\` (a 4 s freeze, CLIENT KILL, replica SIGKILL, the Cluster and Sentinel
+scenarios) on every change.
 
 ${table}
 

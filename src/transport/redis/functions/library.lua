@@ -7,16 +7,19 @@ Keys of one user (the tag is the user id with %, { and } percent-encoded, so tha
 braces included, gives a hash tag of its own and all of a user's keys share one cluster slot):
   <prefix>:{<tag>}:h   stream of the user's events (fields k = kind, e = event, o = event bytes
                        appended to the stream before this one), ids <ms>-<seq>
-  <prefix>:{<tag>}:m   hash: e = epoch, w = the run id of the Redis that wrote the history last,
-                       n = last id (<ms>-<seq>), t = event bytes ever appended, f = bytes appended
-                       before the oldest entry (as last read), x = when both keys expire (ms)
+  <prefix>:{<tag>}:m   hash: e = epoch, w = the run id of the Redis that wrote the history last
+                       (c = its cluster node id), n = last id (<ms>-<seq>), t = event bytes ever
+                       appended, f = bytes appended before the oldest entry (as last read),
+                       x = when both keys expire (ms)
 Channel of one user (sharded pub/sub, SPUBLISH):
   <prefix>:{<tag>}     records "<kind> <id> <length> <event>", one or more back to back
 
 There is no global key. A user's epoch names one incarnation of the user's history: it is new
 when the history is created, and when the Redis that holds it is not the one that wrote it last
-(a failover, a restart, a slot moved), since asynchronous replication may have lost the newest
-events there. A client resuming from an older epoch gets a reset, never a silent gap.
+and got it asynchronously (a failover: replication; a restart: the append-only file), since the
+newest acknowledged events may be missing there. A slot moved from a healthy primary keeps its
+epochs (MIGRATE moves keys whole). A client resuming from an older epoch gets a reset, never a
+silent gap.
 ]]
 local LIBRARY_VERSION = __LIBRARY_VERSION__
 local KINDS = { __KINDS__ }
@@ -59,6 +62,30 @@ local function writer()
   return run_id
 end
 
+-- This node's cluster id, false outside a cluster; read once per library load.
+local node_id
+local function cluster_node()
+  if node_id == nil then
+    node_id = string.match(redis.call('INFO', 'cluster'), 'cluster_enabled:1') and redis.call('CLUSTER', 'MYID') or false
+  end
+  return node_id
+end
+
+-- A history written on another node that is still a healthy primary came here by a slot
+-- migration, which moves keys whole: nothing is missing. One written by a node that failed, turned
+-- replica, or is this node before a restart came by replication or from disk, both asynchronous.
+local function moved_whole(written_on)
+  local here = cluster_node()
+  if not here or not written_on or written_on == here then return false end
+  for line in string.gmatch(redis.call('CLUSTER', 'NODES'), '[^\n]+') do
+    local id, flags = string.match(line, '^(%x+) %S+ (%S+)')
+    if id == written_on then
+      return string.find(flags, 'master', 1, true) ~= nil and string.find(flags, 'fail', 1, true) == nil
+    end
+  end
+  return false
+end
+
 local function split_id(text)
   local ms, seq = string.match(text, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -96,19 +123,24 @@ local function keys_of(prefix, user)
   return { base .. ':m', base .. ':h' }
 end
 
--- The user's meta fields e (epoch), n (last id), t (event bytes ever appended), f (the appended
--- bytes before the oldest entry, as last read), x (when the keys expire); a new epoch (and an
--- empty history) when there is none, or when another Redis wrote it last. Only functions that
--- may write call it.
+-- The user's meta fields e (epoch), w (writer's run id), n (last id), t (event bytes ever
+-- appended), f (the appended bytes before the oldest entry, as last read), x (when the keys
+-- expire), c (writer's cluster node id); a new epoch (and an empty history) when there is none, or
+-- when another Redis wrote it last and the history may be missing its newest events (a failover,
+-- a restart). Only functions that may write call it.
 local function meta_of(meta, history, settings)
-  local m = redis.call('HMGET', meta, 'e', 'w', 'n', 't', 'f', 'x')
+  local m = redis.call('HMGET', meta, 'e', 'w', 'n', 't', 'f', 'x', 'c')
   if m[1] and m[2] == writer() then return m end
+  if m[1] and moved_whole(m[7]) then
+    redis.call('HSET', meta, 'w', writer(), 'c', cluster_node())
+    return m
+  end
   local t = redis.call('TIME')
   local epoch = base36(tonumber(t[1]) * 1000000 + tonumber(t[2]))
   redis.call('DEL', history, meta)
-  redis.call('HSET', meta, 'e', epoch, 'w', writer())
+  redis.call('HSET', meta, 'e', epoch, 'w', writer(), 'c', cluster_node() or '')
   redis.call('PEXPIRE', meta, settings.history_ttl_ms)
-  return { epoch, writer(), false, false, false, false }
+  return { epoch, writer(), false, false, false, false, false }
 end
 
 local function now_ms()
