@@ -329,11 +329,19 @@ async function main() {
     );
     console.log('');
     console.log(
-      '| N | replica | published | delivered (all) | lost | CPU ms | µs / published event | x N=1 | idle CPU ms/s | msgs user | msgs kind | skipped | frames |',
+      '| N | replica | published | delivered (all) | lost | CPU ms | µs / published event | x N=1 | idle CPU ms/s | marginal µs / event | x N=1 | msgs user | msgs kind | skipped | frames |',
     );
-    console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     const base = results.find((r) => r.replicas === 1)?.windows.find((w) => w.path === path);
     const baseUs = base ? base.perReplica[0].cpuUs / base.published : Number.NaN;
+    /**
+     * What events add: the replica's CPU over the window less what it spent idle for as long
+     * (heartbeats, timers, the self-check), per event published. Fixed costs do not fall with N.
+     * @param {{ cpuUs: number, idleMsPerS: number }} p
+     * @param {{ windowS: number, published: number }} w
+     */
+    const marginal = (p, w) => (p.cpuUs - p.idleMsPerS * 1000 * w.windowS) / w.published;
+    const baseMarginal = base ? marginal(base.perReplica[0], base) : Number.NaN;
     for (const r of results) {
       const w = r.windows.find((x) => x.path === path);
       if (!w) continue;
@@ -342,7 +350,10 @@ async function main() {
         console.log(
           `| ${r.replicas} | ${i + 1} | ${i === 0 ? int(w.published) : ''} | ${i === 0 ? int(w.delivered) : ''} | ${
             i === 0 ? int(w.lost) : ''
-          } | ${fmt(p.cpuUs / 1000, 0)} | ${fmt(us, 2)} | ${fmt(us / baseUs, 2)} | ${fmt(p.idleMsPerS, 1)} | ${int(
+          } | ${fmt(p.cpuUs / 1000, 0)} | ${fmt(us, 2)} | ${fmt(us / baseUs, 2)} | ${fmt(p.idleMsPerS, 1)} | ${fmt(
+            marginal(p, w),
+            2,
+          )} | ${fmt(marginal(p, w) / baseMarginal, 2)} | ${int(
             p.user,
           )} | ${int(p.kind)} | ${int(p.skipped)} | ${int(p.frames)} |`,
         );
@@ -353,6 +364,7 @@ async function main() {
       const w = r.windows.find((x) => x.path === path);
       if (!w) continue;
       const worst = Math.max(...w.perReplica.map((p) => p.cpuUs / w.published));
+      const worstMarginal = Math.max(...w.perReplica.map((p) => marginal(p, w)));
       const total = w.perReplica.reduce((n, p) => n + p.cpuUs, 0) / w.published;
       const failed =
         w.publishFailed > 0 ? `, ${w.publishFailed} publishes FAILED ${JSON.stringify(w.publishErrors)}` : '';
@@ -360,7 +372,7 @@ async function main() {
         `  N=${r.replicas}: busiest replica ${fmt(worst, 2)} µs/event (${fmt(worst / baseUs, 2)}x N=1, ideal ${fmt(
           1 / r.replicas,
           2,
-        )}x), all replicas ${fmt(total, 2)} µs/event; delivered ${int(w.delivered)} of ${int(w.published)} published, lost ${int(
+        )}x; marginal ${fmt(worstMarginal, 2)} µs/event, ${fmt(worstMarginal / baseMarginal, 2)}x), all replicas ${fmt(total, 2)} µs/event; delivered ${int(w.delivered)} of ${int(w.published)} published, lost ${int(
           w.lost,
         )}, dup ${int(w.dups)}, reconnects ${int(w.reconnects)}; redis ${fmt(w.redisCpuUs / w.published, 2)} µs/event; ` +
           `published in ${fmt(w.publishSeconds, 1)} s (${int(w.published / w.publishSeconds)}/s), window ${fmt(w.windowS, 1)} s, machine busy ${fmt(
