@@ -294,29 +294,35 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
         this.probeChannelFor((slot) => owners[slot] === key),
       );
     }
-    let moved = 0;
+    // Replays read through their own connection: it must see the new slot map before they run.
+    if (this.historyReader instanceof Cluster) this.historyReader.refreshSlotsCache();
+    const receiving = new Set<Shard>();
     for (const [channel] of this.users) {
       const owner = owners[keySlot(channel)] as string;
       for (const shard of this.shards.values()) {
-        if (shard.key !== owner && shard.subscriber.wanted.has(channel)) {
-          shard.subscriber.remove(channel);
-          moved++;
-        }
+        if (shard.key !== owner && shard.subscriber.wanted.has(channel)) shard.subscriber.remove(channel);
       }
-      if (!this.shards.get(owner)?.subscriber.wanted.has(channel)) void this.shards.get(owner)?.subscriber.add(channel);
+      const target = this.shards.get(owner);
+      if (target && !target.subscriber.wanted.has(channel)) {
+        void target.subscriber.add(channel);
+        receiving.add(target);
+      }
     }
     for (const [key, shard] of this.shards) {
       if (primaries.has(key)) continue;
       this.shards.delete(key);
       shard.subscriber.connection.disconnect();
     }
-    if (moved > 0 && this.handler) {
+    // A shard still connecting subscribes and catches every stream up once it is ready.
+    const ready = [...receiving].filter((shard) => shard.listening);
+    if (ready.length > 0 && this.handler) {
       // Events published to a moved channel's new primary before it was subscribed there come from history.
-      this.log.info({ moved }, 'user channels moved with their slots; catching their streams up');
-      this.handler.subscribing();
-      void Promise.all([...this.shards.values()].map((shard) => shard.subscriber.flushed())).then(() =>
-        this.handler?.subscribed(true),
+      this.log.info(
+        { shards: ready.map((shard) => shard.key) },
+        'user channels moved with their slots; catching their streams up',
       );
+      this.handler.subscribing();
+      void Promise.all(ready.map((shard) => shard.subscriber.flushed())).then(() => this.handler?.subscribed(true));
     }
   }
 
