@@ -607,8 +607,15 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     shard.probing = true;
     const sequence = String(++this.probeSequence);
     let timer: NodeJS.Timeout | undefined;
+    let wasHeard = false;
     const heard = new Promise<'heard'>((resolve) => {
-      shard.probe = { sequence, heard: () => resolve('heard') };
+      shard.probe = {
+        sequence,
+        heard: () => {
+          wasHeard = true;
+          resolve('heard');
+        },
+      };
     });
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
@@ -619,6 +626,12 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
         () => 'timeout' as const,
       );
       let outcome: string = await Promise.race([heard, timedOut, sent]);
+      if (outcome === 'timeout') {
+        // A replica too busy to run its timers on time runs them before reading its sockets: let
+        // what arrived meanwhile be read before calling the probe lost.
+        await new Promise((resolve) => setImmediate(resolve));
+        if (wasHeard) outcome = 'heard';
+      }
       if (outcome === 'heard' && (await this.subscriptionsDropped(shard))) outcome = 'subscriptions dropped';
       if (outcome !== 'heard' && shard.listening && !this.closing) {
         this.log.warn(
