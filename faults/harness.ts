@@ -40,13 +40,76 @@ export interface Criteria {
 
 const READY_POLL_MS = 100;
 
-function rssMb(pid: number | undefined): number {
+/** Resident memory of a process, from /proc; 0 once it is gone. */
+export function rssMb(pid: number | undefined): number {
   if (pid === undefined) return 0;
   try {
     const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return match ? Number(match[1]) / 1024 : 0;
   } catch {
     return 0;
+  }
+}
+
+/** An event a replica answered 202 for, and when its webhook call started. */
+export interface Acknowledged {
+  id: string;
+  sentAt: number;
+}
+
+/**
+ * Publishes through the webhooks with a `service` token, as a client library would: the first
+ * replica that answers wins, and only a 202 counts as published. Keeps every acknowledged id per
+ * user, which is what the streams are checked against.
+ */
+export class WebhookPublisher {
+  /** Publishes whose outcome the hub could not know (504). */
+  unknown = 0;
+  private readonly acknowledged = new Map<string, Acknowledged[]>();
+
+  private constructor(private readonly token: string) {}
+
+  static async create(): Promise<WebhookPublisher> {
+    return new WebhookPublisher(await mintToken('fault-publisher', { roles: ['service'] }));
+  }
+
+  /** The acknowledged events of `user`, in the order their answers came. */
+  acknowledgedFor(user: string): readonly Acknowledged[] {
+    return this.acknowledged.get(user) ?? [];
+  }
+
+  ids(user: string): string[] {
+    return this.acknowledgedFor(user).map((event) => event.id);
+  }
+
+  async publish(urls: string[], user: string, fields: Record<string, unknown>): Promise<void> {
+    const sentAt = Date.now();
+    for (const url of urls) {
+      try {
+        const res = await fetch(`${url}/api/v1/webhook/agui`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ user_id: user, ...fields }),
+          signal: AbortSignal.timeout(8000),
+        });
+        if (res.status === 202) {
+          const { id } = (await res.json()) as { id: string };
+          const events = this.acknowledged.get(user) ?? [];
+          events.push({ id, sentAt });
+          this.acknowledged.set(user, events);
+          return;
+        }
+        await res.body?.cancel();
+        if (res.status === 504) {
+          this.unknown++;
+          return;
+        }
+        // 503 (transport down, draining): not published; a publisher retries later.
+        return;
+      } catch {
+        // Refused (replica gone) or timed out: the next replica, as a client library would.
+      }
+    }
   }
 }
 
@@ -58,8 +121,6 @@ function rssMb(pid: number | undefined): number {
 export class FaultBench {
   readonly hubs: HubProcess[] = [];
   readonly clients: ResumingClient[] = [];
-  private readonly acknowledged = new Map<string, string[]>();
-  private unknown = 0;
   private publishing = false;
   private publisher: Promise<void> | undefined;
   private sequence = 0;
@@ -67,12 +128,12 @@ export class FaultBench {
   private sampler: NodeJS.Timeout | undefined;
   private readySince: number | undefined;
   private notReadyAt: number | undefined;
-  private service = '';
 
   private constructor(
     private readonly store: BenchStore,
     private readonly env: Record<string, string>,
     readonly users: string[],
+    private readonly webhooks: WebhookPublisher,
   ) {}
 
   static async start(options: {
@@ -84,8 +145,7 @@ export class FaultBench {
     const store = await startStore(options.topology ?? 'single', options.persistence ?? 'none');
     const env = { ...store.env, SSEHUB_DRAIN_MS: '1000' };
     const users = Array.from({ length: options.users }, (_, i) => `fault-user-${i}`);
-    const bench = new FaultBench(store, env, users);
-    bench.service = await mintToken('fault-publisher', { roles: ['service'] });
+    const bench = new FaultBench(store, env, users, await WebhookPublisher.create());
     for (let i = 0; i < options.replicas; i++) bench.hubs.push(await startReadyHub(env));
     for (const user of users) {
       const client = new ResumingClient({
@@ -158,32 +218,7 @@ export class FaultBench {
   private async publishOne(): Promise<void> {
     const seq = ++this.sequence;
     const user = this.users[seq % this.users.length] as string;
-    for (const url of this.liveHubUrls()) {
-      try {
-        const res = await fetch(`${url}/api/v1/webhook/agui`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${this.service}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ user_id: user, type: 'FAULT', seq }),
-          signal: AbortSignal.timeout(8000),
-        });
-        if (res.status === 202) {
-          const { id } = (await res.json()) as { id: string };
-          const ids = this.acknowledged.get(user) ?? [];
-          ids.push(id);
-          this.acknowledged.set(user, ids);
-          return;
-        }
-        await res.body?.cancel();
-        if (res.status === 504) {
-          this.unknown++;
-          return;
-        }
-        // 503 (transport down, draining): not published; a publisher retries later.
-        return;
-      } catch {
-        // Refused (replica gone) or timed out: the next replica, as a client library would.
-      }
-    }
+    await this.webhooks.publish(this.liveHubUrls(), user, { type: 'FAULT', seq });
   }
 
   private sample(): void {
@@ -249,7 +284,7 @@ export class FaultBench {
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
       const complete = this.clients.every((client, i) => {
-        const expected = this.acknowledged.get(this.users[i] as string) ?? [];
+        const expected = this.webhooks.ids(this.users[i] as string);
         const got = new Set(client.events().map((event) => event.id));
         return expected.every((id) => got.has(id));
       });
@@ -271,7 +306,7 @@ export class FaultBench {
     let lostWithoutReset = 0;
     const untold: string[] = [];
     this.clients.forEach((client, i) => {
-      const expected = this.acknowledged.get(this.users[i] as string) ?? [];
+      const expected = this.webhooks.ids(this.users[i] as string);
       const received = client.events().map((event) => event.id);
       const got = new Set(received);
       const clientResets = client.resets();
@@ -316,7 +351,7 @@ export class FaultBench {
     return {
       scenario,
       acknowledged,
-      unknown: this.unknown,
+      unknown: this.webhooks.unknown,
       delivered,
       lost,
       duplicated,
@@ -339,13 +374,13 @@ export class FaultBench {
 export type Topology = 'single' | 'cluster' | 'sentinel';
 
 /** The Redis under a bench, started on free ports, and the environment that points replicas at it. */
-interface BenchStore {
+export interface BenchStore {
   server: OwnRedis | OwnRedisCluster | OwnRedisSentinel;
   env: Record<string, string>;
   destroy(): Promise<void>;
 }
 
-async function startStore(topology: Topology, persistence: 'none' | 'aof'): Promise<BenchStore> {
+export async function startStore(topology: Topology, persistence: 'none' | 'aof'): Promise<BenchStore> {
   if (topology === 'cluster') {
     const cluster = await OwnRedisCluster.start();
     return { server: cluster, env: { SSEHUB_REDIS_CLUSTER_NODES: cluster.seeds }, destroy: () => cluster.close() };
@@ -366,7 +401,7 @@ function epochOf(id: string): string | undefined {
   return parseEventId(id)?.epoch;
 }
 
-function isAtOrAfter(a: string, b: string): boolean {
+export function isAtOrAfter(a: string, b: string): boolean {
   const left = parseEventId(a);
   const right = parseEventId(b);
   return left !== undefined && right !== undefined && left.epoch === right.epoch && comparePositions(left, right) >= 0;

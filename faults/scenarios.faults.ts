@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Criteria, FaultBench, type FaultRow, TABLE_HEADER, type Topology, formatRow } from './harness';
+import { readSoakResult, soakMarkdown } from './soak-report';
 import { userKeys } from '../src/transport/redis/library';
 import { keySlot } from '../src/transport/redis/slot';
 import { sleep } from '../test/helpers/sse-client';
@@ -213,5 +214,6 @@ Not in the suite yet: output-buffer overflow under a burst, a reconnect storm of
 clients, a maximal-history resume beside another user's webhooks (covered by test/integration/history-bounds.test.ts),
 one user publishing flat out (quota; covered there too), network faults through a controlled TCP proxy, Postgres
 restart and idle-in-transaction (covered by test/integration/postgres-restart.test.ts).
-`;
+
+${soakMarkdown(readSoakResult())}`;
 }
