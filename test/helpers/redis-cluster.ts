@@ -114,37 +114,7 @@ export class OwnRedisCluster {
       // The bus port defaults to port + 10000, which overflows for ephemeral ports: ask for one too.
       const ports = await distinctFreePorts(count * 2);
       for (let i = 0; i < count; i++) {
-        const port = ports[i] as number;
-        const dir = join(cluster.dir, String(port));
-        mkdirSync(dir);
-        const conf = join(dir, 'redis.conf');
-        writeFileSync(
-          conf,
-          [
-            `port ${port}`,
-            'bind 127.0.0.1',
-            `cluster-port ${ports[count + i]}`,
-            `dir ${dir}`,
-            'logfile redis.log',
-            'cluster-enabled yes',
-            'cluster-config-file nodes.conf',
-            `cluster-node-timeout ${cluster.nodeTimeoutMs}`,
-            `cluster-require-full-coverage ${options.requireFullCoverage ? 'yes' : 'no'}`,
-            // Keeps the topology where a test put it: an emptied primary stays a primary.
-            'cluster-allow-replica-migration no',
-            // A replica cut off for longer than the node timeout (SIGSTOP, a slow machine) may still be promoted.
-            'cluster-replica-validity-factor 0',
-            'appendonly no',
-            'save ""',
-            // The 7.0 default waits 5 s for more replicas before a diskless full sync.
-            'repl-diskless-sync yes',
-            'repl-diskless-sync-delay 0',
-            // The config path in the process title lets `pgrep -f <dir>` find every node.
-            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
-            '',
-          ].join('\n'),
-        );
-        cluster.processes.set(port, { port, conf, child: undefined, stopped: false });
+        cluster.configureNode(ports[i] as number, ports[count + i] as number, options.requireFullCoverage === true);
       }
       await Promise.all([...cluster.processes.keys()].map((port) => cluster.spawnNode(port)));
       const addresses = [...cluster.processes.keys()].map((port) => `127.0.0.1:${port}`);
@@ -158,6 +128,52 @@ export class OwnRedisCluster {
       throw err;
     }
     return cluster;
+  }
+
+  /** Writes a node's config; it joins the cluster once spawned and met. */
+  private configureNode(port: number, busPort: number, requireFullCoverage: boolean): void {
+    const dir = join(this.dir, String(port));
+    mkdirSync(dir);
+    const conf = join(dir, 'redis.conf');
+    writeFileSync(
+      conf,
+      [
+        `port ${port}`,
+        'bind 127.0.0.1',
+        `cluster-port ${busPort}`,
+        `dir ${dir}`,
+        'logfile redis.log',
+        'cluster-enabled yes',
+        'cluster-config-file nodes.conf',
+        `cluster-node-timeout ${this.nodeTimeoutMs}`,
+        `cluster-require-full-coverage ${requireFullCoverage ? 'yes' : 'no'}`,
+        // Keeps the topology where a test put it: an emptied primary stays a primary.
+        'cluster-allow-replica-migration no',
+        // A replica cut off for longer than the node timeout (SIGSTOP, a slow machine) may still be promoted.
+        'cluster-replica-validity-factor 0',
+        'appendonly no',
+        'save ""',
+        // The 7.0 default waits 5 s for more replicas before a diskless full sync.
+        'repl-diskless-sync yes',
+        'repl-diskless-sync-delay 0',
+        // The config path in the process title lets `pgrep -f <dir>` find every node.
+        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+        '',
+      ].join('\n'),
+    );
+    this.processes.set(port, { port, conf, child: undefined, stopped: false });
+  }
+
+  /** A new, empty primary joins the cluster (it serves no slot until some move to it); its port. */
+  async addPrimary(): Promise<number> {
+    const [port, busPort] = (await distinctFreePorts(2)) as [number, number];
+    this.configureNode(port, busPort, false);
+    await this.spawnNode(port);
+    const existing = (await this.nodes()).find((node) => node.role === 'primary' && !node.failed);
+    if (!existing) throw new Error('no primary to join');
+    await runCli(['--cluster', 'add-node', `127.0.0.1:${port}`, `127.0.0.1:${existing.port}`], 30_000);
+    await this.waitUntilHealthy(30_000);
+    return port;
   }
 
   /** Every node as `127.0.0.1:port`, comma-separated. */

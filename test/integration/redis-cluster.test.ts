@@ -2,9 +2,10 @@ import { userKeys } from '../../src/transport/redis/library';
 import { keySlot } from '../../src/transport/redis/slot';
 import { metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedisCluster } from '../helpers/redis-cluster';
+import { redisCall } from '../helpers/redis-server';
 import { openStream, type SseStream } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
-import { uid } from '../helpers/wait';
+import { until, uid } from '../helpers/wait';
 
 /**
  * Three replicas on a Redis Cluster of three primaries with a replica each: users' keys and
@@ -122,4 +123,25 @@ describe('three replicas on a Redis Cluster', () => {
     ids.push(await publish(a, user, 5));
     expect((await resumed.waitForEvents(3, 5000)).map((e) => e.id)).toEqual(ids.slice(2));
   });
+
+  it('loads the function library on a primary added later, and serves users whose slot moved there', async () => {
+    const user = uid('newcomer');
+    const [a, b] = hubs as [HubProcess, HubProcess];
+    const stream = await open(b, user);
+    const before = await publish(a, user, 1);
+    const added = await cluster.addPrimary();
+    await until(
+      async () =>
+        String(await redisCall(added, ['FUNCTION', 'LIST', 'LIBRARYNAME', 'ssehub'])).includes('ssehub_publish'),
+      10_000,
+      'the replicas to load the library on the new primary',
+    );
+    await cluster.migrateSlot(keySlot(userKeys(prefix, user).meta), added);
+    // A slot moved from a healthy primary keeps the user's epoch: no reset, the stream goes on.
+    const after = [await publish(a, user, 2), await publish(b, user, 3)];
+    const events = await stream.waitForEvents(3, 10_000);
+    expect(events.map((e) => e.id)).toEqual([before, ...after]);
+    expect(events.map((e) => e.event)).toEqual([undefined, undefined, undefined]);
+    expect(after.every((id) => id.split(':')[0] === before.split(':')[0])).toBe(true);
+  }, 60_000);
 });
