@@ -123,6 +123,19 @@ export class OwnRedisCluster {
         60_000,
       );
       await cluster.waitUntilHealthy(30_000);
+      // `--cluster create` returns before every node has heard that the replicas are replicas.
+      const expected = primaries * replicas;
+      await waitUntil(
+        async () => {
+          for (const port of cluster.runningPorts()) {
+            const seen = (await cluster.viewFrom(port)).filter((node) => node.role === 'replica').length;
+            if (seen !== expected) return `${port} sees ${seen} replicas of ${expected}`;
+          }
+          return undefined;
+        },
+        30_000,
+        'the replicas were not known to every node',
+      );
     } catch (err) {
       await cluster.close();
       throw err;
