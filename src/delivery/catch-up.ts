@@ -43,6 +43,11 @@ export interface CatchUpOptions {
   retry: RetryBackoff;
   metrics: CatchUpMetrics;
   log: HubLogger;
+  /**
+   * Ids count up by one per user (Redis, memory; not an outbox with one order for all users), so
+   * the position just before an event is itself a valid id.
+   */
+  perUserSequence?: boolean;
 }
 
 /** Longest Last-Event-ID worth parsing; anything longer is not an id this hub issued. */
@@ -226,7 +231,21 @@ export class CatchUp {
       return true;
     }
     // The replay ends at the head of its first page: anything newer reaches the stream live, held.
-    const target = read.head;
+    let target = read.head;
+    const firstHeld = subscriber.firstHeldId();
+    if (
+      requested === undefined &&
+      this.options.perUserSequence === true &&
+      firstHeld !== undefined &&
+      firstHeld.seq > 0 &&
+      firstHeld.epoch === target.epoch &&
+      comparePositions(firstHeld, target) <= 0
+    ) {
+      // A new stream starts where its live events do: those held arrived after it was registered
+      // (and subscribed), so the client, whose stream had opened, must get them even if the head
+      // was read after they were published.
+      target = { epoch: firstHeld.epoch, ms: firstHeld.ms, seq: firstHeld.seq - 1 };
+    }
     let delivered = 0;
     for (;;) {
       delivered += await this.writePage(subscriber, read.entries, page.bytes);

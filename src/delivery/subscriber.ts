@@ -94,6 +94,11 @@ export class StreamSubscriber implements Subscriber {
     this.held ??= [];
   }
 
+  /** The id of the oldest live frame held behind a catch-up, if any. */
+  firstHeldId(): EventId | undefined {
+    return this.held?.find((frame) => frame.id !== undefined)?.id;
+  }
+
   /**
    * Lets held frames go at the pace the socket takes them, so a client that just took a replay
    * is not cut as slow for the burst that waited behind it; frames arriving meanwhile queue

@@ -6,7 +6,7 @@ import type { ReplayBounds } from '../limits';
 import type { HubLogger } from '../log';
 import type { HubMetrics } from '../metrics';
 import type { OutboundLimits } from '../sse/connection';
-import type { Transport, TransportHandler } from '../transport/transport';
+import { hasLivePosition, type Transport, type TransportHandler } from '../transport/transport';
 import { Dispatcher } from './dispatcher';
 import { Registry } from './registry';
 import { Streams } from './streams';
@@ -51,6 +51,7 @@ export class HubCore {
       retry: { minMs: replay.retryMinMs, maxMs: replay.retryMaxMs },
       metrics,
       log,
+      perUserSequence: !hasLivePosition(transport),
     });
     this.streams = new Streams(
       {

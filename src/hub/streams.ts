@@ -108,18 +108,25 @@ export class Streams implements ConnectionTimers {
     );
     connection.idleListener = subscriber;
     this.registry.add(stream, subscriber);
-    connection.open();
-    this.refile(connection);
-    this.log.debug({ connectionId: connection.id, stream, resumeFrom: lastEventId }, 'stream opened');
+    const start = (): Promise<void> => {
+      // The client may have gone while its user's channel was being subscribed.
+      if (connection.isClosed) return Promise.resolve();
+      connection.open();
+      this.refile(connection);
+      this.log.debug({ connectionId: connection.id, stream, resumeFrom: lastEventId }, 'stream opened');
+      return this.catchUp.run(subscriber, 'connect');
+    };
     if (this.userSubscriptions) {
-      // History is read once the user's events reach this replica; live ones wait for the replay.
+      // The response starts once the user's events reach this replica, so every event published
+      // after the client saw its stream open is delivered (and its history is read only then);
+      // live events wait for the replay.
       subscriber.hold();
       this.userSubscriptions
         .watch(userId)
-        .then(() => this.catchUp.run(subscriber, 'connect'))
+        .then(start)
         .catch((err: unknown) => this.catchUpCrashed(err));
     } else {
-      this.catchUp.run(subscriber, 'connect').catch((err: unknown) => this.catchUpCrashed(err));
+      start().catch((err: unknown) => this.catchUpCrashed(err));
     }
     return { ok: true, subscriber };
   }

@@ -222,6 +222,8 @@ export class SseConnection implements Flushable, WheelItem {
   /** Tells the client when to come back, then ends the stream (used while draining). */
   closeWithRetryHint(retryMs: number): void {
     if (this.closed) return;
+    // A stream still waiting for its user's subscription has not started its response yet.
+    if (!this.res.headersSent) this.open();
     this.flushPending();
     if (this.backlog === null) this.res.write(encodeRetry(retryMs));
     this.close('shutdown');
