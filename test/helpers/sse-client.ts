@@ -22,6 +22,8 @@ export interface SseStream {
   lastEventId(): string | undefined;
   waitFor(predicate: (stream: SseStream) => boolean, timeoutMs?: number, what?: string): Promise<void>;
   waitForEvents(count: number, timeoutMs?: number): Promise<SseFrame[]>;
+  /** Resolves once the stream has sent its opening position (its first `id:`). */
+  waitForPosition(timeoutMs?: number, what?: string): Promise<void>;
   /** Resolves when the server ends the response or the socket closes. */
   ended: Promise<void>;
   isEnded(): boolean;
@@ -135,6 +137,9 @@ export function openStream(baseUrl: string, path: string, options: OpenOptions =
         async waitForEvents(count, timeoutMs = 5000) {
           await stream.waitFor((s) => s.events().length >= count, timeoutMs, `${count} events`);
           return [...events];
+        },
+        waitForPosition(timeoutMs = 10_000, what = 'the opening position') {
+          return stream.waitFor((s) => s.lastEventId() !== undefined, timeoutMs, what);
         },
       };
       resolve(stream);

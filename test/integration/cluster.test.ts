@@ -60,7 +60,7 @@ describe('two replicas over Redis', () => {
   /** Opens a stream and waits for its position: sent once the replica watches the user's channel. */
   const openPositioned = async (hub: HubProcess, path: string, userId: string): Promise<SseStream> => {
     const stream = await open(hub, path, userId);
-    await stream.waitFor((s) => s.lastEventId() !== undefined, 10_000, `${userId}'s opening position`);
+    await stream.waitForPosition(10_000, `${userId}'s opening position`);
     return stream;
   };
 

@@ -18,9 +18,7 @@ describe('SIGTERM drain', () => {
     );
     // Established streams: each has its position, sent once the hub watches the user's channel
     // and has read the history (a stream closed before that gets the retry hint alone).
-    await Promise.all(
-      streams.map((stream) => stream.waitFor((s) => s.lastEventId() !== undefined, 10_000, 'the opening position')),
-    );
+    await Promise.all(streams.map((stream) => stream.waitForPosition(10_000, 'the opening position')));
     const closedAt: number[] = [];
     for (const stream of streams) void stream.ended.then(() => closedAt.push(Date.now()));
 

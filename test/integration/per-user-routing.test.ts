@@ -21,7 +21,7 @@ describe('per-user routing over Redis', () => {
   const open = async (hub: HubProcess, user: string): Promise<SseStream> => {
     const stream = await openStream(hub.url, '/api/v1/stream/agui', { token: await mintToken(user) });
     streams.push(stream);
-    await stream.waitFor((s) => s.lastEventId() !== undefined, 5000, 'the stream position');
+    await stream.waitForPosition(5000, 'the stream position');
     return stream;
   };
   const publish = async (hub: HubProcess, user: string, n: number): Promise<{ id: string; replicas: number }> => {

@@ -143,7 +143,7 @@ async function open(
 /** Opens a stream and waits for its opening position (an `id:` line alone). */
 async function positioned(hub: HubProcess, stream: StreamName, user: string): Promise<SseStream> {
   const conn = await open(hub, stream, user);
-  await conn.waitFor((s) => s.lastEventId() !== undefined, WAIT_MS, `the opening position of ${stream}`);
+  await conn.waitForPosition(WAIT_MS, `the opening position of ${stream}`);
   const first = conn.frames()[0];
   expect(first?.hasData).toBe(false);
   expect(first?.id).toMatch(ID_PATTERN);

@@ -48,7 +48,7 @@ async function openAt(
 
 async function positioned(hub: HubProcess, stream: StreamName, user: string): Promise<SseStream> {
   const conn = await openAt(hub, stream, user);
-  await conn.waitFor((s) => s.lastEventId() !== undefined, 15_000, 'the opening position');
+  await conn.waitForPosition(15_000, 'the opening position');
   expect(conn.frames()[0]?.id).toMatch(ID_PATTERN);
   return conn;
 }

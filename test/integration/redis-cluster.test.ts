@@ -25,7 +25,7 @@ describe('three replicas on a Redis Cluster', () => {
       headers: lastEventId === undefined ? {} : { 'last-event-id': lastEventId },
     });
     streams.push(stream);
-    await stream.waitFor((s) => s.lastEventId() !== undefined, 5000, 'the stream position');
+    await stream.waitForPosition(5000, 'the stream position');
     return stream;
   };
   const publish = async (hub: HubProcess, user: string, n: number): Promise<string> => {

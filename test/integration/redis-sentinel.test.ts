@@ -45,7 +45,7 @@ describe('replicas behind Redis Sentinel', () => {
     const user = uid('durable');
     const stream = await openStream(overAsking.url, '/api/v1/stream/agui', { token: await mintToken(user) });
     streams.push(stream);
-    await stream.waitFor((s) => s.lastEventId() !== undefined, 5000, 'the stream position');
+    await stream.waitForPosition(5000, 'the stream position');
 
     const confirmed = await publish(durable, user, 1);
     expect(confirmed.status).toBe(202);

@@ -138,7 +138,7 @@ async function openAt(
 /** Opens a stream and waits for its opening position (`id:` alone). */
 async function openPositioned(hub: HubProcess, path: string, userId: string): Promise<SseStream> {
   const stream = await openAt(hub, path, userId);
-  await stream.waitFor((s) => s.lastEventId() !== undefined, 15_000, 'the opening position');
+  await stream.waitForPosition(15_000, 'the opening position');
   const first = stream.frames()[0];
   expect(first?.hasData).toBe(false);
   expect(first?.id).toMatch(ID_PATTERN);
@@ -794,7 +794,7 @@ describe('resuming from an id on one hub', () => {
       const stream = await open(capHub, '/api/v1/stream/agui', me, { 'Last-Event-ID': borrowed });
       // Caught up (a reset, a replay or the position alone) before the marker: a reset's position
       // would otherwise cover a marker published while the history was being read.
-      await stream.waitFor((s) => s.lastEventId() !== undefined, 10_000, 'the catch-up');
+      await stream.waitForPosition(10_000, 'the catch-up');
       const marker = await publish(capPrefix, 'agui', me, { marker: borrowed });
       mine.push(marker);
       await stream.waitFor((s) => messages(s).some((m) => m.id === marker), 10_000, 'the live marker');

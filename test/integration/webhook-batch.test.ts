@@ -27,7 +27,7 @@ describe('POST /api/v1/webhook/batch', () => {
   const open = async (hub: HubProcess, userId: string): Promise<SseStream> => {
     const stream = await openStream(hub.url, '/api/v1/stream/agui', { token: await mintToken(userId) });
     streams.push(stream);
-    await stream.waitFor((s) => s.lastEventId() !== undefined, 10_000, `${userId}'s opening position`);
+    await stream.waitForPosition(10_000, `${userId}'s opening position`);
     return stream;
   };
 

@@ -191,10 +191,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     const common: RedisOptions = { ...options, retryStrategy: reconnectDelay, lazyConnect: true };
     const { sentinels, sentinelName, clusterNodes, url } = this.options;
     const credentials = url ? new URL(url) : undefined;
-    const auth = {
-      username: credentials?.username || undefined,
-      password: credentials?.password ? decodeURIComponent(credentials.password) : undefined,
-    };
+    const auth = this.auth();
     if (clusterNodes && clusterNodes.length > 0 && options.connectionName !== SUBSCRIBER_OPTIONS.connectionName) {
       return new Cluster(clusterNodes, {
         redisOptions: { ...common, ...auth },
@@ -219,6 +216,15 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     }
     if (!url) throw new Error('redis transport: set url, sentinels and sentinelName, or clusterNodes');
     return new Redis(url, common);
+  }
+
+  /** The URL's credentials, which every connection uses, whatever the topology. */
+  private auth(): Pick<RedisOptions, 'username' | 'password'> {
+    const credentials = this.options.url ? new URL(this.options.url) : undefined;
+    return {
+      username: credentials?.username || undefined,
+      password: credentials?.password ? decodeURIComponent(credentials.password) : undefined,
+    };
   }
 
   /** The subscriber of a single Redis or Sentinel-named primary (a Cluster's are made per primary). */
@@ -285,8 +291,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
         port,
         retryStrategy: reconnectDelay,
         lazyConnect: true,
-        username: this.options.url ? new URL(this.options.url).username || undefined : undefined,
-        password: this.options.url ? decodeURIComponent(new URL(this.options.url).password) || undefined : undefined,
+        ...this.auth(),
       });
       this.addShard(
         key,
