@@ -60,7 +60,7 @@ function parseArgs(argv) {
       opts.writeMd = next && !next.startsWith('--') ? resolve(argv[++i]) : join(REPO, 'BENCHMARKS.md');
     } else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B2,B3,B4,B5,B6,B7] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]',
+        'usage: node bench/run.mjs [--quick] [--only ssehub1,ssehub2,baseline,nchan,nchan2] [--scenarios B1,B1L,B2,B2L,B3,B4,B4W,B5,B6,B7,B8,B9] [--scale f] [--json path] [--write-md [path]] [--ssehub-env NAME=VALUE ...] [--profile dir]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
@@ -145,9 +145,13 @@ async function main() {
         broken = true;
         log(`  FAILED: ${result.error ?? 'nothing delivered'}`);
         if (result.serverLogs) log(result.serverLogs);
+      } else if (result.storm) {
+        log(
+          `  ${result.deliveries}/${result.expectedDeliveries} missed events delivered after the storm, lost ${result.lost}, dup ${result.dups}, resets ${result.resets}; reconnected in ${(result.allOpenMs / 1000).toFixed(2)} s, caught up in ${(result.stormMs / 1000).toFixed(2)} s, ${result.stormCpuUsPerConn.toFixed(0)} µs server CPU per stream (${result.wallSeconds.toFixed(1)} s)`,
+        );
       } else if (result.idle) {
         log(
-          `  ${result.opened} idle connections, ${(result.rssPerConnBytes / 1024).toFixed(2)} KB RSS each${result.heartbeats === undefined ? '' : `, ${result.heartbeats} heartbeats in ${result.idleSeconds} s, ${result.cpuUsPerHeartbeat.toFixed(1)} µs server CPU each`} (${result.wallSeconds.toFixed(1)} s)`,
+          `  ${result.opened} idle connections opened in ${(result.openMs / 1000).toFixed(2)} s, ${result.openCpuUsPerConn.toFixed(0)} µs server CPU each${result.reopenMs === undefined ? '' : `, reopened in ${(result.reopenMs / 1000).toFixed(2)} s, ${result.reopenCpuUsPerConn.toFixed(0)} µs each`}, ${(result.rssPerConnBytes / 1024).toFixed(2)} KB RSS each${result.heartbeats === undefined ? '' : `, ${result.heartbeats} heartbeats in ${result.idleSeconds} s, ${result.cpuUsPerHeartbeat.toFixed(1)} µs server CPU each`} (${result.wallSeconds.toFixed(1)} s)`,
         );
       } else {
         log(

@@ -35,6 +35,8 @@ const COLUMNS = [
   'ooo',
   'reconn',
   'RSS/conn KB',
+  'open s',
+  'CPU µs/open',
   'CPU µs/dlv',
   'redis µs/dlv',
   'CPU µs/hb',
@@ -62,6 +64,8 @@ function row(r) {
     r.idle ? '-' : num(r.ooo),
     r.idle ? '-' : num(r.reconnects),
     num(r.rssPerConnBytes / 1024, 1),
+    num(r.openMs / 1000, 2),
+    num(r.openCpuUsPerConn, 0),
     r.idle ? '-' : num(r.cpuUsPerDelivery, 1),
     r.idle ? '-' : num(r.redisCpuUsPerDelivery, 1),
     r.heartbeats === undefined ? '-' : num(r.cpuUsPerHeartbeat, 1),
@@ -152,6 +156,58 @@ export function targetChecks(results) {
       out.push(
         `B6 ${t} ${num(b6.cpuUsPerHeartbeat, 1)} µs server CPU per heartbeat over ${num(b6.heartbeats)} heartbeats (target <= 10 µs): ${mark(b6.cpuUsPerHeartbeat <= 10)}`,
       );
+  }
+  const baseB1L = get('baseline', 'B1L');
+  for (const t of ['ssehub1', 'ssehub2']) {
+    const b1l = get(t, 'B1L');
+    if (!b1l) continue;
+    const ratio = baseB1L ? b1l.deliveriesPerSec / baseB1L.deliveriesPerSec : NaN;
+    out.push(
+      `B1L ${t} ${num(b1l.cpuUsPerDelivery, 1)} µs hub CPU per event (target <= 10 µs; baseline ${num(baseB1L?.cpuUsPerDelivery, 1)} µs): ${mark(b1l.cpuUsPerDelivery <= 10)}; deliveries/s ${num(ratio, 2)}x baseline (target >= 1.5x): ${mark(ratio >= 1.5)}`,
+    );
+  }
+  const baseB2L = get('baseline', 'B2L');
+  for (const t of ['ssehub1', 'ssehub2']) {
+    const b2l = get(t, 'B2L');
+    if (!b2l) continue;
+    const pct = (/** @type {any} */ r) => `${num((100 * r.lost) / Math.max(1, r.expectedDeliveries), 1)} %`;
+    out.push(
+      `B2L ${t} burst of ${num(b2l.published)} plain PUBLISHes at ${num(b2l.publishPerSec)}/s: ${num(b2l.lost)} lost (${pct(b2l)}), Redis cut the subscriber ${num(b2l.redisOutputBufferDisconnects)} time(s)` +
+        (baseB2L
+          ? `; baseline at ${num(baseB2L.publishPerSec)}/s: ${num(baseB2L.lost)} lost (${pct(baseB2L)}), cut ${num(baseB2L.redisOutputBufferDisconnects)} time(s)`
+          : ''),
+    );
+  }
+  for (const t of ['ssehub1', 'ssehub2']) {
+    const b4w = get(t, 'B4W');
+    if (!b4w) continue;
+    const cpuPerEvent = (b4w.serverCpuSeconds * 1e6) / Math.max(1, b4w.published);
+    out.push(
+      `B4W ${t} webhook at ${num(b4w.publishPerSec)} events/s: ${num(cpuPerEvent, 0)} µs hub CPU per event (target <= 150 µs): ${mark(cpuPerEvent <= 150)}; p99 ${ms(b4w.latencyMs.p99)} ms (target <= 3 ms): ${mark(b4w.latencyMs.p99 <= 3)}`,
+    );
+  }
+  const baseB8 = get('baseline', 'B8');
+  const nchanB8 = get('nchan', 'B8');
+  for (const t of ['ssehub1', 'ssehub2']) {
+    const b8 = get(t, 'B8');
+    if (!b8) continue;
+    const ratio = baseB8 ? b8.openMs / baseB8.openMs : NaN;
+    out.push(
+      `B8 ${t} ${num(b8.opened)} streams: first-seen tokens ${num(b8.openCpuUsPerConn, 0)} µs hub CPU each (target <= 250 µs): ${mark(b8.openCpuUsPerConn <= 250)}; ` +
+        `tokens seen before ${num(b8.reopenCpuUsPerConn, 0)} µs (target <= 150 µs): ${mark(b8.reopenCpuUsPerConn <= 150)}; ` +
+        `all open in ${num(b8.openMs / 1000, 2)} s (seen: ${num(b8.reopenMs / 1000, 2)} s) = ${num(ratio, 2)}x baseline ${num((baseB8?.openMs ?? NaN) / 1000, 2)} s (target <= 1.2x): ${mark(ratio <= 1.2)}` +
+        (baseB8 ? `; baseline ${num(baseB8.openCpuUsPerConn, 0)} µs per stream` : '') +
+        (nchanB8 ? `; Nchan ${num(nchanB8.openCpuUsPerConn, 0)} µs, ${num(nchanB8.openMs / 1000, 2)} s` : ''),
+    );
+  }
+  for (const t of ['ssehub1', 'ssehub2', 'baseline', 'nchan']) {
+    const b9 = get(t, 'B9');
+    if (!b9) continue;
+    out.push(
+      `B9 ${t} reconnect storm: ${num(b9.deliveries)}/${num(b9.expectedDeliveries)} missed events delivered, ${num(b9.lost)} lost, ${num(b9.dups)} duplicated, ${num(b9.resets)} resets; ` +
+        `all reconnected in ${num(b9.allOpenMs / 1000, 2)} s, caught up in ${num(b9.stormMs / 1000, 2)} s; ${num(b9.stormCpuUsPerConn, 0)} µs hub CPU per stream` +
+        (t.startsWith('ssehub') ? ` (target: 0 lost): ${mark(b9.lost === 0)}` : ' (no resume: loss expected)'),
+    );
   }
   for (const s of ['B1', 'B2', 'B3', 'B4']) {
     const one = get('ssehub1', s);

@@ -87,6 +87,66 @@ export const FULL = {
     idleTimeoutMs: 5000,
     settleMs: 1000,
   },
+  B1L: {
+    id: 'B1L',
+    title: 'throughput, plain PUBLISH: as B1, published as PUBLISH ssehub:agui {"user_id":..,"event":..} (live only)',
+    users: 1000,
+    connsPerUser: 1,
+    events: 100_000,
+    publishVia: 'plain',
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B2L: {
+    id: 'B2L',
+    title: 'burst, plain PUBLISH: 1,000 users x 1 connection, 300,000 PUBLISHes as fast as possible (live only)',
+    users: 1000,
+    connsPerUser: 1,
+    events: 300_000,
+    publishVia: 'plain',
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B4W: {
+    id: 'B4W',
+    title: 'webhook at rate: 1,000 users x 1 connection, 500 events/s for 10 s, one POST /api/v1/webhook/agui each',
+    users: 1000,
+    connsPerUser: 1,
+    events: 0,
+    rate: 500,
+    durationS: 10,
+    publishVia: 'webhook',
+    workers: 2,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B8: {
+    id: 'B8',
+    title:
+      'stream open: 10,000 streams opened (first-seen tokens), closed by their clients, opened again (tokens seen)',
+    users: 10_000,
+    connsPerUser: 1,
+    events: 0,
+    idle: true,
+    reopen: true,
+    workers: 4,
+    idleTimeoutMs: 5000,
+    settleMs: 1000,
+  },
+  B9: {
+    id: 'B9',
+    title:
+      'reconnect storm: 10,000 streams drop, 2 events per user are published, all 10,000 reconnect at once with Last-Event-ID',
+    users: 10_000,
+    connsPerUser: 1,
+    events: 0,
+    stormEventsPerUser: 2,
+    workers: 4,
+    idleTimeoutMs: 10_000,
+    settleMs: 1000,
+  },
 };
 
 /** @type {Record<string, Scenario>} */
@@ -98,6 +158,11 @@ export const QUICK = {
   B5: { ...FULL.B5, users: 300, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
   B6: { ...FULL.B6, users: 300, idleCpuS: 1, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
   B7: { ...FULL.B7, users: 50, events: 2000, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B1L: { ...FULL.B1L, users: 50, events: 2000, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B2L: { ...FULL.B2L, users: 50, events: 5000, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B4W: { ...FULL.B4W, users: 50, rate: 200, durationS: 1, workers: 1, idleTimeoutMs: 2000, settleMs: 200 },
+  B8: { ...FULL.B8, users: 300, workers: 1, idleTimeoutMs: 2000, settleMs: 300 },
+  B9: { ...FULL.B9, users: 300, workers: 1, idleTimeoutMs: 3000, settleMs: 300 },
 };
 
 /**

@@ -26,7 +26,14 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  * @property {number} [rate]        events/s
  * @property {number} [durationS]
  * @property {boolean} [idle]       no events: memory only
- * @property {'batch'} [publishVia]  publish the measured events through the hub's batch webhook (ssehub targets only)
+ * @property {'batch'|'webhook'|'plain'} [publishVia]  publish the measured events through the hub's batch webhook,
+ *                                  its single-event webhook (ssehub targets only), or as plain PUBLISH envelopes on the
+ *                                  kind channel (ssehub; the baseline publishes so anyway; not Nchan)
+ * @property {boolean} [reopen]     idle: then every stream is closed by its client and opened again with the
+ *                                  same token (a reconnect or another tab: the token was seen before), timed
+ * @property {number} [stormEventsPerUser]  reconnect storm: every stream is closed by its client, this many events
+ *                                  per user are published meanwhile, then every client reconnects at once with
+ *                                  Last-Event-ID; measured until every missed event arrived
  * @property {number} [idleCpuS]    idle: also read the servers' CPU over this many seconds, per heartbeat received
  * @property {number} workers       subscriber processes
  * @property {number} idleTimeoutMs  stop waiting after this long without a new delivery
@@ -101,6 +108,122 @@ export class Peer {
   }
 }
 
+function serviceToken() {
+  return new SignJWT({ sub: 'bench-publisher', roles: ['service'] })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setExpirationTime('1h')
+    .sign(new TextEncoder().encode(BENCH_SECRET));
+}
+
+/** Closes every stream from the client side and waits until the servers let go of them. */
+async function dropAll(/** @type {Peer[]} */ workers) {
+  await Promise.all(workers.map((w) => w.request({ cmd: 'drop' }, 'dropped')));
+  // The servers see the FINs within a few ms; the pause keeps their close work out of the next reading.
+  await sleep(1500);
+}
+
+/**
+ * Idle streams closed by their clients and opened again with the same tokens: the cost of a
+ * reconnect (or of another tab) whose token the server has seen before.
+ * @param {import('../lib/targets.mjs').Running} run
+ * @param {Peer[]} workers
+ * @param {number} concurrency
+ * @param {{log: (line: string) => void}} io
+ */
+async function reopenAll(run, workers, concurrency, io) {
+  await dropAll(workers);
+  const cpu0 = procSum(run.serverPids()).cpuUs;
+  const started = Date.now();
+  const reopened = await Promise.all(
+    workers.map((w) => w.request({ cmd: 'reopen', resume: false, concurrency }, 'reopened', 300_000)),
+  );
+  const reopenMs = Date.now() - started;
+  const opened = reopened.reduce((n, o) => n + o.opened, 0);
+  const failed = reopened.reduce((n, o) => n + o.failed, 0);
+  if (failed > 0) io.log(`  ${failed} streams failed to reopen`);
+  return {
+    reopened: opened,
+    reopenFailed: failed,
+    reopenMs,
+    reopenCpuUsPerConn: (procSum(run.serverPids()).cpuUs - cpu0) / Math.max(1, opened),
+  };
+}
+
+/**
+ * Every client drops its stream, events are published while they are away, then all reconnect at
+ * once with Last-Event-ID (a replica died and its clients came to this one): measured from the
+ * first reconnect until every missed event arrived.
+ * @param {import('../lib/targets.mjs').Running} run
+ * @param {Peer[]} workers
+ * @param {Peer} publisher
+ * @param {string[]} users
+ * @param {Scenario} scenario
+ * @param {{log: (line: string) => void}} io
+ */
+async function reconnectStorm(run, workers, publisher, users, scenario, io) {
+  const perUser = /** @type {number} */ (scenario.stormEventsPerUser);
+  await Promise.all(workers.map((w) => w.request({ cmd: 'reset', expectedPerConn: perUser }, 'reset')));
+  await dropAll(workers);
+  const pub = await publisher.request(
+    { cmd: 'publish', job: { ...run.publish, users, events: perUser * users.length } },
+    'published',
+    900_000,
+  );
+  const expected = /** @type {number[]} */ (pub.perUser);
+  const expectedTotal = expected.reduce((n, e) => n + e, 0) * scenario.connsPerUser;
+  const cpu0 = procSum(run.serverPids()).cpuUs;
+  const redisCpu0 = procSum([run.redisPid]).cpuUs;
+  const started = Date.now();
+  const reopening = Promise.all(
+    workers.map((w) =>
+      w.request({ cmd: 'reopen', resume: true, concurrency: 100_000, retries: 10 }, 'reopened', 300_000),
+    ),
+  );
+  const reopened = await reopening;
+  const allOpenMs = Date.now() - started;
+  let last = -1;
+  let lastChange = Date.now();
+  for (;;) {
+    const delivered = workers.reduce((n, w) => n + w.progress.delivered, 0);
+    if (delivered >= expectedTotal) break;
+    if (delivered !== last) {
+      last = delivered;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > scenario.idleTimeoutMs) break;
+    await sleep(20);
+  }
+  const stormMs = Date.now() - started;
+  const cpu1 = procSum(run.serverPids()).cpuUs;
+  const redisCpu1 = procSum([run.redisPid]).cpuUs;
+  await sleep(300);
+  const reports = await Promise.all(workers.map((w) => w.request({ cmd: 'report', expected }, 'report')));
+  const sum = (/** @type {string} */ key) => reports.reduce((n, r) => n + r[key], 0);
+  const failed = reopened.reduce((n, o) => n + o.failed, 0);
+  if (failed > 0) io.log(`  ${failed} streams could not reconnect in 10 tries`);
+  return {
+    storm: true,
+    published: pub.ok,
+    expectedDeliveries: expectedTotal,
+    deliveries: sum('delivered'),
+    lost: sum('lost'),
+    connsWithLoss: sum('connsWithLoss'),
+    dups: sum('dups'),
+    ooo: sum('ooo'),
+    resets: sum('resets'),
+    reconnectRefused: failed,
+    allOpenMs,
+    stormMs,
+    serverCpuSeconds: (cpu1 - cpu0) / 1e6,
+    redisCpuSeconds: (redisCpu1 - redisCpu0) / 1e6,
+    stormCpuUsPerConn:
+      (cpu1 - cpu0) /
+      Math.max(
+        1,
+        reopened.reduce((n, o) => n + o.opened, 0),
+      ),
+  };
+}
+
 /**
  * @param {import('../lib/targets.mjs').Target} target
  * @param {Scenario} scenario
@@ -120,8 +243,12 @@ export async function runScenario(target, scenario, io) {
     workers: workerCount,
   };
 
-  if (scenario.publishVia === 'batch' && !target.name.startsWith('ssehub')) {
-    return { ...result, skipped: 'the batch webhook is ssehub-only' };
+  const ssehub = target.name.startsWith('ssehub');
+  if ((scenario.publishVia === 'batch' || scenario.publishVia === 'webhook') && !ssehub) {
+    return { ...result, skipped: 'the webhooks are ssehub-only' };
+  }
+  if (scenario.publishVia === 'plain' && target.name.startsWith('nchan')) {
+    return { ...result, skipped: 'Nchan has no Redis PUBLISH path' };
   }
   const workers = Array.from({ length: workerCount }, (_, i) => new Peer('subscriber.mjs', `subscriber ${i + 1}`));
   const publisher = new Peer('publisher.mjs', 'publisher');
@@ -154,8 +281,10 @@ export async function runScenario(target, scenario, io) {
         });
       }
     }
-    const openStarted = Date.now();
     const concurrency = Math.max(8, Math.floor(256 / workerCount));
+    // Tokens are signed before the clock starts: the open phase times the server, not the load generator.
+    const openCpu0 = procSum(run.serverPids()).cpuUs;
+    const openStarted = Date.now();
     const opened = await Promise.all(
       workers.map((w, i) =>
         w.request({ cmd: 'open', conns: perWorker[i], secret: BENCH_SECRET, concurrency }, 'opened', 300_000),
@@ -164,6 +293,7 @@ export async function runScenario(target, scenario, io) {
     result.opened = opened.reduce((n, o) => n + o.opened, 0);
     result.openFailed = opened.reduce((n, o) => n + o.failed, 0);
     result.openMs = Date.now() - openStarted;
+    result.openCpuUsPerConn = (procSum(run.serverPids()).cpuUs - openCpu0) / Math.max(1, result.opened);
     if (result.openFailed > 0) {
       /** @type {Record<string, number>} */
       const statuses = {};
@@ -214,8 +344,16 @@ export async function runScenario(target, scenario, io) {
       );
     }
 
+    if (scenario.stormEventsPerUser) {
+      Object.assign(result, await reconnectStorm(run, workers, publisher, users, scenario, io));
+      // A hub without history (the baseline) loses the missed events by design: reported, not a failure.
+      result.ok = run.alive() && result.reconnectRefused === 0;
+      return result;
+    }
+
     if (scenario.idle) {
       result.idle = true;
+      if (scenario.reopen) Object.assign(result, await reopenAll(run, workers, concurrency, io));
       if (scenario.idleCpuS) {
         // Heartbeats are all an idle hub writes: its CPU over the window per heartbeat received is the cost of keeping streams alive.
         await Promise.all(workers.map((w) => w.request({ cmd: 'reset', expectedPerConn: 1 }, 'reset')));
@@ -247,14 +385,14 @@ export async function runScenario(target, scenario, io) {
     const machine0 = machineCpu();
     /** @type {Record<string, unknown>} */
     const via = {};
-    if (scenario.publishVia === 'batch') {
+    if (scenario.publishVia === 'batch' || scenario.publishVia === 'webhook') {
       const endpoint = run.endpoints[0];
-      via.via = 'batch';
+      via.via = scenario.publishVia;
       via.webhookBase = `http://${endpoint.host}:${endpoint.port}`;
-      via.token = await new SignJWT({ sub: 'bench-publisher', roles: ['service'] })
-        .setProtectedHeader({ alg: 'HS256' })
-        .setExpirationTime('1h')
-        .sign(new TextEncoder().encode(BENCH_SECRET));
+      via.token = await serviceToken();
+    } else if (scenario.publishVia === 'plain' && ssehub) {
+      via.via = 'redis';
+      via.channel = `ssehub:${run.publish.kind ?? 'agui'}`;
     }
     const published = publisher.request(
       {

@@ -10,6 +10,8 @@
  *              under `prefix`, from the compiled hub's userKeys, so it works wherever the hub does)
  *   'redis'    PUBLISH <channel> {"user_id":..,"event":<event-json>}   (the hand-written baseline)
  *   'nchan'    HTTP POST <base>/pub/<user_id> with the event as body (keep-alive agent)
+ *   'webhook'  HTTP POST <base>/api/v1/webhook/<kind>, one event per request with its user_id, a service token
+ *   'batch'    HTTP POST <base>/api/v1/webhook/batch, BATCH events per request
  *
  * IPC: {cmd:'publish', via, users:string[], events, rate?, durationS?, warmup?, ...}
  *        -> {type:'published', sent, ok, failed, perUser:number[], startUs, endUs, errors}
@@ -47,9 +49,9 @@ async function redisFor(url) {
 
 /**
  * @typedef {object} PublishJob
- * @property {'ssehub'|'ssehub-keys'|'redis'|'nchan'|'batch'} via
- * @property {string} [webhookBase]     batch: http://127.0.0.1:port of a replica
- * @property {string} [token]           batch: a service token
+ * @property {'ssehub'|'ssehub-keys'|'redis'|'nchan'|'batch'|'webhook'} via
+ * @property {string} [webhookBase]     batch, webhook: http://127.0.0.1:port of a replica
+ * @property {string} [token]           batch, webhook: a service token
  * @property {string[]} users
  * @property {number} events            total events (ignored with rate, see durationS)
  * @property {number} [rate]            events per second; as fast as possible when absent
@@ -95,22 +97,27 @@ async function publish(job) {
   /** Sends events [from, to) and resolves when all are acknowledged. */
   /** @type {(from: number, to: number) => Promise<void>} */
   let sendRange;
-  if (job.via === 'nchan') {
+  if (job.via === 'nchan' || job.via === 'webhook') {
     agent ??= new http.Agent({ keepAlive: true, maxSockets: HTTP_LANES * 2 });
-    const base = new URL(/** @type {string} */ (job.nchanBase));
+    const webhook = job.via === 'webhook';
+    const base = new URL(/** @type {string} */ (webhook ? job.webhookBase : job.nchanBase));
+    /** @type {Record<string, string>} */
+    const auth = webhook ? { Authorization: `Bearer ${job.token}` } : {};
     /** @param {number} i */
     const post = (i) =>
       new Promise((resolve) => {
         const { user, seq } = target(i);
-        const body = makeEvent(seq, nowMicros());
+        const event = makeEvent(seq, nowMicros());
+        // The webhook takes the event with its user_id as one more top-level member.
+        const body = webhook ? `{"user_id":${JSON.stringify(users[user])},${event.slice(1)}` : event;
         const req = http.request(
           {
             host: base.hostname,
             port: base.port,
-            path: `/pub/${encodeURIComponent(users[user])}`,
+            path: webhook ? `/api/v1/webhook/${job.kind ?? 'agui'}` : `/pub/${encodeURIComponent(users[user])}`,
             method: 'POST',
             agent: /** @type {http.Agent} */ (agent),
-            headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+            headers: { ...auth, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
           },
           (res) => {
             res.resume();
@@ -247,7 +254,7 @@ async function publish(job) {
       await new Promise((r) => setTimeout(r, 1));
     }
     await Promise.all(pending);
-  } else if (job.via === 'nchan') {
+  } else if (job.via === 'nchan' || job.via === 'webhook') {
     await sendRange(0, total);
   } else {
     // As fast as possible: pipelines of BATCH commands, WINDOW of them in flight.

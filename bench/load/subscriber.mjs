@@ -11,6 +11,9 @@
  *   {cmd:'open', conns:[ConnSpec], secret?, concurrency}  -> {type:'opened', opened, failed, statuses, errors}
  *   {cmd:'reset', expectedPerConn}                         -> {type:'reset'}    start measuring
  *   {cmd:'report', expected:number[]}                       -> {type:'report', ...}  expected per user index
+ *   {cmd:'drop'}                                            -> {type:'dropped'}  every stream closed by the client, no reconnect
+ *   {cmd:'reopen', resume, concurrency}                     -> {type:'reopened', opened, failed, statuses, errors}
+ *                                                              every dropped stream opened again, with its Last-Event-ID when resume
  *   {cmd:'close'}                                           -> {type:'closed'}   then exits
  * worker -> coordinator, every 200 ms while something changed:
  *   {type:'progress', delivered, warm, open}
@@ -36,6 +39,8 @@ const parsed = { seq: 0, t: 0 };
 
 let measuring = false;
 let closing = false;
+/** Between 'drop' and 'reopen': streams the client closed itself stay closed. */
+let suspended = false;
 let delivered = 0;
 let warmCount = 0;
 let openCount = 0;
@@ -142,10 +147,10 @@ class Conn {
       this.isOpen = false;
       openCount--;
     }
-    if (closing) return;
+    if (closing || suspended) return;
     this.reconnects++;
     const again = () => {
-      if (closing) return;
+      if (closing || suspended) return;
       void this.connect().then((status) => {
         if (status !== 200 && !closing) {
           countError(`reconnect_status_${status}`);
@@ -271,6 +276,16 @@ async function openAll(specs, secret, concurrency) {
   }
   const fresh = specs.map((spec) => new Conn(spec));
   conns = conns.concat(fresh);
+  return connectAll(fresh, concurrency);
+}
+
+/**
+ * Connects streams with at most `concurrency` connects in flight, each refused one tried again up to `retries` times.
+ * @param {Conn[]} fresh
+ * @param {number} concurrency
+ * @param {number} [retries]
+ */
+async function connectAll(fresh, concurrency, retries = 0) {
   /** @type {Record<string, number>} */
   const statuses = {};
   let next = 0;
@@ -279,7 +294,12 @@ async function openAll(specs, secret, concurrency) {
   const lane = async () => {
     while (next < fresh.length) {
       const conn = fresh[next++];
-      const status = await conn.connect();
+      let status = await conn.connect();
+      // A reconnecting EventSource tries again after its retry delay when refused.
+      for (let attempt = 0; status !== 200 && attempt < retries && !closing; attempt++) {
+        await new Promise((r) => setTimeout(r, conn.retryMs));
+        status = await conn.connect();
+      }
       statuses[status] = (statuses[status] ?? 0) + 1;
       if (status === 200) opened++;
       else failed++;
@@ -305,6 +325,19 @@ async function onMessage(msg) {
     case 'open': {
       const result = await openAll(msg.conns, msg.secret, msg.concurrency ?? 100);
       process.send?.({ type: 'opened', ...result, errors: errorCounts });
+      break;
+    }
+    case 'drop': {
+      suspended = true;
+      for (const conn of conns) conn.close();
+      process.send?.({ type: 'dropped' });
+      break;
+    }
+    case 'reopen': {
+      suspended = false;
+      if (!msg.resume) for (const conn of conns) conn.lastEventId = '';
+      const result = await connectAll(conns, msg.concurrency ?? conns.length, msg.retries ?? 0);
+      process.send?.({ type: 'reopened', ...result, errors: errorCounts });
       break;
     }
     case 'unwarmed': {
