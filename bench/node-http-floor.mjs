@@ -1,18 +1,20 @@
 // @ts-check
 /**
- * The memory floor of Node's own HTTP server for idle SSE streams: a bare `http.createServer`
+ * The floor of Node's own HTTP server for idle SSE streams, in memory and in CPU per stream open: a bare `http.createServer`
  * that answers every request with `200 text/event-stream` and keeps the response in a Map,
- * nothing else (no framework, no auth, no Redis). It puts B5's RSS per idle connection of
- * ssehub and of the baseline in context: what Node costs before any hub code runs.
+ * nothing else (no framework, no auth, no Redis). It puts B5's RSS per idle connection and B8's
+ * CPU per stream open of ssehub and of the baseline in context: what Node and the kernel cost
+ * before any hub code runs.
  *
  *   node bench/node-http-floor.mjs [--connections 10000]
  *
- * Prints the server's RSS growth per open connection, read from /proc after the connections
- * have been open for a few seconds (as B5 does).
+ * Prints the server's CPU (utime + stime from /proc) per connection opened, and its RSS growth
+ * per open connection, read from /proc after the connections have been open for a few seconds
+ * (as B5 does).
  */
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
-import { spawnChild, stopChild, freePort, waitForPort, sleep } from './lib/procs.mjs';
+import { spawnChild, stopChild, freePort, waitForPort, sleep, procSum } from './lib/procs.mjs';
 
 const SERVER = `
 const http = require('node:http');
@@ -46,6 +48,7 @@ try {
   const pid = /** @type {number} */ (server.pid);
   await sleep(1000);
   const before = rssKb(pid);
+  const cpuBefore = procSum([pid]).cpuUs;
   const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
   /** @type {http.IncomingMessage[]} */
   const responses = [];
@@ -65,11 +68,12 @@ try {
     );
     await Promise.all(batch);
   }
+  const cpuPerOpen = (procSum([pid]).cpuUs - cpuBefore) / responses.length;
   await sleep(5000);
   const after = rssKb(pid);
   console.log(
     `bare node:http server, ${responses.length} idle SSE responses: RSS ${before} KB -> ${after} KB, ` +
-      `${((after - before) / responses.length).toFixed(1)} KB per connection (node ${process.version})`,
+      `${((after - before) / responses.length).toFixed(1)} KB per connection; ${cpuPerOpen.toFixed(0)} µs server CPU per stream opened (node ${process.version})`,
   );
   for (const res of responses) res.destroy();
 } finally {
