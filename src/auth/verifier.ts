@@ -1,8 +1,12 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { JwtConfig } from '../config';
 import { validateUserId } from '../wire/envelope';
+import { AuthError } from './auth-error';
+import { Hs256Verifier } from './hs256';
 import { VerifiedTokens } from './verified-tokens';
+
+export { AuthError };
 
 export const ROLE_ADMIN = 'admin';
 export const ROLE_SERVICE = 'service';
@@ -15,21 +19,6 @@ export interface Principal {
   roles: ReadonlySet<string>;
   /** Epoch milliseconds after which the token is no longer accepted (`exp` plus the clock tolerance). */
   expiresAt: number;
-}
-
-/**
- * A refused (401) or undecidable (503) authentication. `challenge` is the 401's WWW-Authenticate
- * value: a bearer-token error by default, null for none (a host's own sign-in).
- */
-export class AuthError extends Error {
-  constructor(
-    readonly status: 401 | 503,
-    message: string,
-    readonly challenge: string | null = status === 401 ? 'Bearer error="invalid_token"' : null,
-  ) {
-    super(message);
-    this.name = 'AuthError';
-  }
 }
 
 export interface TokenVerifier {
@@ -60,7 +49,7 @@ function algorithmsForPublicKey(key: KeyObject): string[] {
   }
 }
 
-type VerificationKey = Uint8Array | KeyObject | JWTVerifyGetKey;
+type VerificationKey = KeyObject | JWTVerifyGetKey;
 
 /** The key set could not be had (the endpoint failed, answered nonsense or timed out): the token may be fine. */
 class KeySetUnavailable extends Error {}
@@ -119,23 +108,43 @@ class JoseVerifier implements TokenVerifier {
       if (err instanceof errors.JOSEError) throw new AuthError(401, `invalid token (${err.code})`);
       throw new AuthError(401, 'invalid token');
     }
-    const userId = payload[this.config.userClaim];
-    if (typeof userId !== 'string' || userId.length === 0) {
-      throw new AuthError(401, `token has no string "${this.config.userClaim}" claim`);
-    }
-    // The same rules as for publishers: a user id no event could be addressed to, or one a store
-    // would rewrite into another user's, opens nothing.
-    if (validateUserId(userId))
-      throw new AuthError(401, `token's "${this.config.userClaim}" claim is not a valid user id`);
-    const rolesClaim = payload.roles;
-    const named = Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : [];
-    // Most users have no role: one shared empty set keeps each remembered principal small.
-    const roles = named.length === 0 ? NO_ROLES : new Set(named);
-    // Streams stay open as long as verification itself would accept the token; closing earlier
-    // would send a client with a token inside the tolerance into a reconnect loop.
-    const expiresAt = ((payload.exp as number) + this.config.clockToleranceSec) * 1000;
-    return { userId, roles, expiresAt };
+    return principalFrom(payload, this.config);
   }
+}
+
+/** HS256 through node:crypto, synchronously (see Hs256Verifier for why not jose). */
+class HmacVerifier implements TokenVerifier {
+  private readonly hs256: Hs256Verifier;
+
+  constructor(
+    secret: Uint8Array,
+    private readonly config: JwtConfig,
+  ) {
+    this.hs256 = new Hs256Verifier(createSecretKey(secret), config);
+  }
+
+  async verify(token: string): Promise<Principal> {
+    return principalFrom(this.hs256.verify(token), this.config);
+  }
+}
+
+/** Who a verified token's claims name: the user claim, the roles, and until when. */
+function principalFrom(payload: JWTPayload, config: JwtConfig): Principal {
+  const userId = payload[config.userClaim];
+  if (typeof userId !== 'string' || userId.length === 0) {
+    throw new AuthError(401, `token has no string "${config.userClaim}" claim`);
+  }
+  // The same rules as for publishers: a user id no event could be addressed to, or one a store
+  // would rewrite into another user's, opens nothing.
+  if (validateUserId(userId)) throw new AuthError(401, `token's "${config.userClaim}" claim is not a valid user id`);
+  const rolesClaim = payload.roles;
+  const named = Array.isArray(rolesClaim) ? rolesClaim.filter((r): r is string => typeof r === 'string') : [];
+  // Most users have no role: one shared empty set keeps each remembered principal small.
+  const roles = named.length === 0 ? NO_ROLES : new Set(named);
+  // Streams stay open as long as verification itself would accept the token; closing earlier
+  // would send a client with a token inside the tolerance into a reconnect loop.
+  const expiresAt = ((payload.exp as number) + config.clockToleranceSec) * 1000;
+  return { userId, roles, expiresAt };
 }
 
 /**
@@ -143,12 +152,12 @@ class JoseVerifier implements TokenVerifier {
  * remembering tokens that verified until they expire.
  */
 export function createVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): TokenVerifier {
-  return new VerifiedTokens(createJoseVerifier(config, fallbackSecret));
+  return new VerifiedTokens(createKeyVerifier(config, fallbackSecret));
 }
 
-function createJoseVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): TokenVerifier {
+function createKeyVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): TokenVerifier {
   if (config.secret !== undefined) {
-    return new JoseVerifier(new TextEncoder().encode(config.secret), ['HS256'], config);
+    return new HmacVerifier(new TextEncoder().encode(config.secret), config);
   }
   if (config.publicKeyPem !== undefined) {
     const key = createPublicKey(config.publicKeyPem);
@@ -157,6 +166,6 @@ function createJoseVerifier(config: JwtConfig, fallbackSecret?: Uint8Array): Tok
   if (config.jwksUrl !== undefined) {
     return new JoseVerifier(remoteKeySet(new URL(config.jwksUrl)), ASYMMETRIC_ALGORITHMS, config);
   }
-  if (fallbackSecret !== undefined) return new JoseVerifier(fallbackSecret, ['HS256'], config);
+  if (fallbackSecret !== undefined) return new HmacVerifier(fallbackSecret, config);
   throw new Error('no JWT key configured');
 }
