@@ -43,7 +43,8 @@ export function readBody(req: IncomingMessage, limit: number, timeoutMs: number)
     };
     const onEnd = (): void => {
       cleanup();
-      resolve(Buffer.concat(chunks, size));
+      // A webhook's body nearly always arrives in one chunk: handed on as is, not copied.
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
     };
     const onError = (err: Error): void => {
       cleanup();
