@@ -87,7 +87,9 @@ export class StreamSubscriber implements Subscriber {
     }
     this.held.push({ id, frame });
     this.heldBytes += frame.length;
-    return true;
+    this.connection.holding(frame.length);
+    // The replica's outbound budget may just have cut this stream, the furthest behind.
+    return !this.isClosed;
   }
 
   hold(): void {
@@ -117,6 +119,7 @@ export class StreamSubscriber implements Subscriber {
         await this.connection.whenWritable();
         const { id, frame } = batch[i] as HeldFrame;
         this.heldBytes -= frame.length;
+        this.connection.holding(-frame.length);
         this.write(id, frame);
       }
     }

@@ -28,7 +28,7 @@ function setup() {
     isListening: () => true,
   };
   const metrics = new HubMetrics(
-    { connections: () => 0, connectedUsers: () => 0, transportListening: () => true },
+    { connections: () => 0, connectedUsers: () => 0, transportListening: () => true, outboundBytes: () => 0 },
     { registry: new PromRegistry() },
   );
   const core = new HubCore(
@@ -47,6 +47,7 @@ function setup() {
         retryMaxMs: 8000,
       },
       outbound: { maxEvents: 100, maxBytes: 1 << 20, stallMs: 5000 },
+      outboundMaxBytes: 1 << 24,
     },
     transport,
     metrics,
