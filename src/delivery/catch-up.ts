@@ -264,8 +264,9 @@ export class CatchUp {
       }
       read = page.read;
     }
-    subscriber.advanceTo(target);
-    subscriber.announceCursor();
+    if (requested === undefined) subscriber.startAt(target);
+    else subscriber.advanceTo(target);
+    subscriber.announcePosition();
     metrics.historyDelivered(purpose, delivered);
     return true;
   }
@@ -335,7 +336,7 @@ export class CatchUp {
         if (subscriber.isClosed) break;
         const frame = this.frameFor(subscriber, entry.kind, entry.event, entry.id);
         if (frame === undefined) {
-          subscriber.advanceTo(entry.id);
+          subscriber.passOverReplayed(entry.id, entry.kind);
           continue;
         }
         await subscriber.connection.whenWritable();
