@@ -122,7 +122,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
     });
     this.eventsRejected = new Counter({
       name: `${prefix}ssehub_events_rejected_total`,
-      help: 'Messages dropped as invalid, by reason',
+      help: 'Messages dropped as invalid as they arrived from the transport, by reason; replays drop bad stored entries again without counting them',
       labelNames: ['reason'],
       registers,
     });

@@ -12,7 +12,7 @@ import {
 } from '../history/history';
 import { isEventKind, routesFor } from '../routing';
 import { encodeEventFrame } from '../sse/frame';
-import { validateEvent, type RejectReason } from '../wire/envelope';
+import { validateEvent } from '../wire/envelope';
 import type { ReplayBudget } from './replay-budget';
 import type { StreamSubscriber } from './subscriber';
 
@@ -24,7 +24,6 @@ export interface CatchUpMetrics {
   historyReadFailed(): void;
   /** One page read from the store for a replay, with its event bytes. */
   replayPageRead(bytes: number): void;
-  eventRejected(reason: RejectReason): void;
 }
 
 /** Waits between failed history reads of a stream: doubling from `minMs`, capped at `maxMs`, jittered. */
@@ -359,11 +358,9 @@ export class CatchUp {
     if (!isEventKind(kind)) return undefined;
     const route = routesFor(kind).find((candidate) => candidate.stream === subscriber.stream);
     if (!route || !subscriber.carries(kind)) return undefined;
-    const problem = validateEvent(event, this.options.maxEventBytes);
-    if (problem) {
-      this.options.metrics.eventRejected(problem.reason);
-      return undefined;
-    }
+    // A bad entry is counted as rejected where it arrives live (replicas holding a stream of its
+    // user); replays drop it again uncounted, or each resume would count it once more.
+    if (validateEvent(event, this.options.maxEventBytes)) return undefined;
     return encodeEventFrame(kind, route.style, event, { id: formatEventId(id) });
   }
 }
