@@ -55,6 +55,8 @@ function startHub() {
       SSEHUB_MAX_CONNECTIONS_PER_USER: '1000',
       SSEHUB_BUFFER_MAX_EVENTS: '100000',
       SSEHUB_BUFFER_MAX_BYTES: String(256 * 1024 * 1024),
+      // No client is cut while it catches up: the replica-wide budget is raised with the per-stream bound.
+      SSEHUB_OUTBOUND_MAX_BYTES: String(16 * 1024 * 1024 * 1024),
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -133,6 +133,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
       connections: (stream) => core?.registry.count(stream) ?? 0,
       connectedUsers: () => core?.registry.userIds().size ?? 0,
       transportListening: () => transport.isListening(),
+      outboundBytes: () => core?.streams.outboundBytes ?? 0,
     },
     options.metrics,
   );
@@ -145,6 +146,7 @@ export function createHub(options: CreateHubOptions = {}): Hub {
       replayMax: limits.replayMax,
       replay: replayBounds(limits),
       outbound: { maxEvents: limits.bufferMaxEvents, maxBytes: limits.bufferMaxBytes, stallMs: limits.writeStallMs },
+      outboundMaxBytes: limits.outboundMaxBytes,
     },
     transport,
     metrics,

@@ -18,6 +18,12 @@ export const LIMIT_SPECS = {
   bufferMaxEvents: { env: 'SSEHUB_BUFFER_MAX_EVENTS', default: 1024, min: 1, max: 1_000_000 },
   /** Bytes one stream may queue behind a socket that refuses writes. */
   bufferMaxBytes: { env: 'SSEHUB_BUFFER_MAX_BYTES', default: 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024 },
+  /**
+   * Bytes queued in this replica towards all its clients together: every stream's frames waiting
+   * for its socket, and the live frames held behind its replay. Past it the streams furthest behind
+   * are cut first.
+   */
+  outboundMaxBytes: { env: 'SSEHUB_OUTBOUND_MAX_BYTES', default: 256 * MIB, min: 64 * 1024, max: 64 * 1024 * MIB },
   /** How long a socket may refuse writes before its client counts as stalled. */
   writeStallMs: { env: 'SSEHUB_WRITE_STALL_MS', default: 30_000, min: 100, max: 3_600_000 },
   /** Largest event, in bytes of its JSON. */
@@ -100,6 +106,14 @@ export function crossLimitProblems(limits: HubLimits, label: (name: LimitName) =
   if (limits.replayReplicaBytes < Math.max(limits.replayPageBytes, limits.maxEventBytes)) {
     problems.push(
       `${label('replayReplicaBytes')} must be at least ${label('replayPageBytes')} and ${label('maxEventBytes')}`,
+    );
+  }
+  // One stream at its own bounds (either of which admits one event however large) must fit the replica's budget.
+  const oneStream =
+    Math.max(limits.bufferMaxBytes, limits.maxEventBytes) + Math.max(limits.holdMaxBytes, limits.maxEventBytes);
+  if (limits.outboundMaxBytes < oneStream) {
+    problems.push(
+      `${label('outboundMaxBytes')} must be at least ${label('bufferMaxBytes')} plus ${label('holdMaxBytes')} (each at least ${label('maxEventBytes')})`,
     );
   }
   if (limits.historyRetryMaxMs < limits.historyRetryMinMs) {

@@ -28,6 +28,8 @@ export interface MetricsSources {
   connections(stream: StreamKind): number;
   connectedUsers(): number;
   transportListening(): boolean;
+  /** Bytes queued in user space towards this replica's clients. */
+  outboundBytes(): number;
 }
 
 export interface MetricsOptions {
@@ -67,6 +69,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
   private readonly redisMessages: Counter<'channel'>;
   private readonly redisUserChannels: Gauge;
   private readonly redisSelfCheckFailures: Counter;
+  private readonly outboundBudgetCuts: Counter;
 
   constructor(sources: MetricsSources, options: MetricsOptions = {}) {
     this.registry = options.registry ?? new Registry();
@@ -98,6 +101,19 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
         this.set(sources.transportListening() ? 1 : 0);
       },
     });
+    new Gauge({
+      name: `${prefix}ssehub_outbound_buffered_bytes`,
+      help: 'Bytes queued in this replica towards its clients: frames waiting for slow sockets and live frames held behind replays (bounded by SSEHUB_OUTBOUND_MAX_BYTES)',
+      registers,
+      collect() {
+        this.set(sources.outboundBytes());
+      },
+    });
+    this.outboundBudgetCuts = new Counter({
+      name: `${prefix}ssehub_outbound_budget_cuts_total`,
+      help: 'Streams cut because the bytes queued towards all clients passed SSEHUB_OUTBOUND_MAX_BYTES, furthest behind first (also counted as disconnects with reason slow_consumer)',
+      registers,
+    });
     this.eventsReceived = new Counter({
       name: `${prefix}ssehub_events_received_total`,
       help: 'Valid events received from the transport, by kind',
@@ -106,7 +122,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
     });
     this.eventsRejected = new Counter({
       name: `${prefix}ssehub_events_rejected_total`,
-      help: 'Messages dropped as invalid, by reason',
+      help: 'Messages dropped as invalid as they arrived from the transport, by reason; replays drop bad stored entries again without counting them',
       labelNames: ['reason'],
       registers,
     });
@@ -272,6 +288,10 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
 
   disconnected(reason: DisconnectReason): void {
     this.disconnects.inc({ reason });
+  }
+
+  outboundBudgetCut(): void {
+    this.outboundBudgetCuts.inc();
   }
 
   connectionRejected(reason: ConnectionRejectReason): void {

@@ -12,7 +12,7 @@ import {
 } from '../history/history';
 import { isEventKind, routesFor } from '../routing';
 import { encodeEventFrame } from '../sse/frame';
-import { validateEvent, type RejectReason } from '../wire/envelope';
+import { validateEvent } from '../wire/envelope';
 import type { ReplayBudget } from './replay-budget';
 import type { StreamSubscriber } from './subscriber';
 
@@ -24,7 +24,6 @@ export interface CatchUpMetrics {
   historyReadFailed(): void;
   /** One page read from the store for a replay, with its event bytes. */
   replayPageRead(bytes: number): void;
-  eventRejected(reason: RejectReason): void;
 }
 
 /** Waits between failed history reads of a stream: doubling from `minMs`, capped at `maxMs`, jittered. */
@@ -264,8 +263,9 @@ export class CatchUp {
       }
       read = page.read;
     }
-    subscriber.advanceTo(target);
-    subscriber.announceCursor();
+    if (requested === undefined) subscriber.startAt(target);
+    else subscriber.advanceTo(target);
+    subscriber.announcePosition();
     metrics.historyDelivered(purpose, delivered);
     return true;
   }
@@ -335,7 +335,7 @@ export class CatchUp {
         if (subscriber.isClosed) break;
         const frame = this.frameFor(subscriber, entry.kind, entry.event, entry.id);
         if (frame === undefined) {
-          subscriber.advanceTo(entry.id);
+          subscriber.passOverReplayed(entry.id, entry.kind);
           continue;
         }
         await subscriber.connection.whenWritable();
@@ -358,11 +358,9 @@ export class CatchUp {
     if (!isEventKind(kind)) return undefined;
     const route = routesFor(kind).find((candidate) => candidate.stream === subscriber.stream);
     if (!route || !subscriber.carries(kind)) return undefined;
-    const problem = validateEvent(event, this.options.maxEventBytes);
-    if (problem) {
-      this.options.metrics.eventRejected(problem.reason);
-      return undefined;
-    }
+    // A bad entry is counted as rejected where it arrives live (replicas holding a stream of its
+    // user); replays drop it again uncounted, or each resume would count it once more.
+    if (validateEvent(event, this.options.maxEventBytes)) return undefined;
     return encodeEventFrame(kind, route.style, event, { id: formatEventId(id) });
   }
 }

@@ -1,7 +1,8 @@
+import { roleToStream } from '../auth/permissions';
 import { comparePositions, formatEventId, type EventId } from '../history/event-id';
 import type { ResetReason } from '../history/history';
 import type { Subscriber } from '../hub/registry';
-import type { EventKind, StreamKind } from '../routing';
+import { type EventKind, isEventKind, type StreamKind } from '../routing';
 import type { SseConnection } from '../sse/connection';
 import { encodeFrame, encodeIdOnly } from '../sse/frame';
 
@@ -34,6 +35,15 @@ export interface HoldLimits {
 }
 
 /**
+ * Whether the id of an event this stream does not show may still be told to its client: only for
+ * kinds any user may stream. An id tells when an event happened, so the ids of a user's analytics
+ * events never reach a stream that does not show them.
+ */
+function revealsId(kind: string): boolean {
+  return isEventKind(kind) && roleToStream(kind) === undefined;
+}
+
+/**
  * One client stream with its position in the user's history. Live frames are held while a
  * replay is written, then released; any frame at or before the cursor is a duplicate of one
  * already sent (or skipped as not for this stream) and is dropped.
@@ -41,6 +51,11 @@ export interface HoldLimits {
 export class StreamSubscriber implements Subscriber {
   /** Newest id of the user's history this stream has caught up to. */
   cursor: EventId | undefined;
+  /**
+   * Newest position the client may be told: the cursor, unless that moved over events whose ids
+   * this stream must not reveal. A resume from it reads those again and skips them.
+   */
+  private shown: EventId | undefined;
   private held: HeldFrame[] | null = null;
   private heldBytes = 0;
   /** What the client's EventSource holds as its last event id: as it sent it, or as last written. */
@@ -87,7 +102,9 @@ export class StreamSubscriber implements Subscriber {
     }
     this.held.push({ id, frame });
     this.heldBytes += frame.length;
-    return true;
+    this.connection.holding(frame.length);
+    // The replica's outbound budget may just have cut this stream, the furthest behind.
+    return !this.isClosed;
   }
 
   hold(): void {
@@ -117,6 +134,7 @@ export class StreamSubscriber implements Subscriber {
         await this.connection.whenWritable();
         const { id, frame } = batch[i] as HeldFrame;
         this.heldBytes -= frame.length;
+        this.connection.holding(-frame.length);
         this.write(id, frame);
       }
     }
@@ -131,53 +149,76 @@ export class StreamSubscriber implements Subscriber {
     return this.write(id, frame);
   }
 
-  /** Moves the cursor over events that are not for this stream (or were sent before a reset). */
-  advanceTo(id: EventId): void {
-    if (this.cursor === undefined || id.epoch !== this.cursor.epoch || comparePositions(id, this.cursor) > 0) {
-      this.cursor = id;
+  /**
+   * Moves the cursor to the end of a replay, over events that are not for this stream (or were
+   * sent before a reset); false when it was there already.
+   */
+  advanceTo(id: EventId): boolean {
+    if (this.cursor !== undefined && id.epoch === this.cursor.epoch && comparePositions(id, this.cursor) <= 0) {
+      return false;
     }
+    this.cursor = id;
+    return true;
+  }
+
+  /** A replayed event of `kind` this stream does not show: passed over like a live one. */
+  passOverReplayed(id: EventId, kind: string): void {
+    if (this.advanceTo(id) && revealsId(kind)) this.shown = id;
+  }
+
+  /**
+   * The position a stream that came without one starts from: the head of its user's history, an
+   * id of whatever kind (the residual README "Security" states).
+   */
+  startAt(position: EventId): void {
+    if (this.advanceTo(position)) this.shown = position;
   }
 
   reset(reason: ResetReason, head: EventId): void {
     this.cursor = head;
+    this.shown = head;
     this.clientLastId = head;
     this.connection.send(encodeReset(reason, head));
   }
 
-  /** Makes the client's last event id the cursor, so a reconnect resumes from the right place. */
-  announceCursor(): void {
-    const cursor = this.cursor;
-    if (cursor === undefined) return;
+  /** Makes the client's last event id the newest position it may know, so a reconnect resumes from there. */
+  announcePosition(): void {
+    const shown = this.shown;
+    if (shown === undefined) return;
     const clientHas = this.clientLastId;
-    if (typeof clientHas === 'string' ? clientHas === formatEventId(cursor) : sameId(clientHas, cursor)) return;
-    this.clientLastId = cursor;
-    this.connection.send(encodeIdOnly(formatEventId(cursor)));
+    if (typeof clientHas === 'string' ? clientHas === formatEventId(shown) : sameId(clientHas, shown)) return;
+    this.clientLastId = shown;
+    this.connection.send(encodeIdOnly(formatEventId(shown)));
   }
 
   /**
    * A live event of the user that this stream does not carry: the stream is past it too, so a
-   * resume or recovery does not count it as missed. A running catch-up owns the cursor meanwhile.
+   * recovery does not count it as missed. A running catch-up owns the cursor meanwhile.
    */
-  passOver(id: EventId): void {
-    if (this.held === null) this.moveLive(id);
+  passOver(id: EventId, kind: EventKind): void {
+    if (this.held === null && this.moveLive(id) && revealsId(kind)) this.shown = id;
   }
 
   /**
-   * Sends the cursor to a client whose last event id lags behind it (called when the stream
-   * idles), first moving it to the transport's live position where there is one.
+   * Sends the newest position the client may know when its last event id lags behind it (called
+   * when the stream idles), first moving to the transport's live position where there is one.
    */
   refreshClientId(livePosition?: EventId): void {
     if (this.held !== null) return;
     const cursor = this.cursor;
     if (livePosition && cursor && livePosition.epoch === cursor.epoch && comparePositions(livePosition, cursor) > 0) {
+      // Every event of the user up to the live position has reached this stream, moving its
+      // cursor: one past the cursor belongs to another user, and tells nothing of this one's.
       this.cursor = livePosition;
+      this.shown = livePosition;
     }
-    this.announceCursor();
+    this.announcePosition();
   }
 
   private write(id: EventId | undefined, frame: Buffer): boolean {
     if (id !== undefined) {
       if (!this.moveLive(id)) return false;
+      this.shown = id;
       this.clientLastId = id;
     }
     return this.connection.send(frame);

@@ -20,6 +20,8 @@ export interface HubCoreOptions {
   replayMax: number;
   replay: ReplayBounds;
   outbound: OutboundLimits;
+  /** Bytes queued towards all clients of the replica: backlogs and frames held behind replays. */
+  outboundMaxBytes: number;
 }
 
 /**
@@ -59,6 +61,7 @@ export class HubCore {
         maxConnections: options.maxConnections,
         outbound: options.outbound,
         hold: { maxEvents: options.outbound.maxEvents, maxBytes: replay.holdMaxBytes },
+        outboundMaxBytes: options.outboundMaxBytes,
       },
       this.registry,
       catchUp,

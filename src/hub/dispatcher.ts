@@ -85,7 +85,7 @@ export class Dispatcher implements Flushable {
       let written = 0;
       for (const subscriber of subscribers) {
         if (!subscriber.carries(kind)) {
-          if (id !== undefined) subscriber.passOver(id);
+          if (id !== undefined) subscriber.passOver(id, kind);
           continue;
         }
         frame ??= encodeEventFrame(kind, route.style, event, fields);
@@ -102,7 +102,7 @@ export class Dispatcher implements Flushable {
     if (id !== undefined) {
       for (const stream of streamsNotCarrying(kind)) {
         const others = this.registry.subscribers(stream, userId);
-        if (others !== undefined) for (const subscriber of others) subscriber.passOver(id);
+        if (others !== undefined) for (const subscriber of others) subscriber.passOver(id, kind);
       }
     }
     this.metrics.observeDelivery((performance.now() - startedAt) / 1000);

@@ -6,6 +6,7 @@ import type { HubLogger } from '../log';
 import type { HubMetrics } from '../metrics';
 import type { EventKind, StreamKind } from '../routing';
 import { type ConnectionTimers, type OutboundLimits, SseConnection, writeClock } from '../sse/connection';
+import { OutboundBudget } from '../sse/outbound-budget';
 import { hasLivePosition, hasUserSubscriptions, type Transport, type UserSubscriptions } from '../transport/transport';
 import type { Registry } from './registry';
 import { TimerWheel } from './timer-wheel';
@@ -20,6 +21,8 @@ export interface StreamLimits {
   maxConnections: number;
   outbound: OutboundLimits;
   hold: HoldLimits;
+  /** Bytes queued towards all clients of the replica: backlogs and frames held behind replays. */
+  outboundMaxBytes: number;
 }
 
 /** The timer's period: a quarter of the heartbeat interval, within 25 ms..1 s. */
@@ -42,6 +45,7 @@ export class Streams implements ConnectionTimers {
   private readonly countHistoryLost = (): void => this.metrics.historyReset('history_lost');
   /** Set for transports that route per user: streams watch their user before reading history. */
   private readonly userSubscriptions: UserSubscriptions | undefined;
+  private readonly outboundBudget: OutboundBudget;
 
   constructor(
     private readonly limits: StreamLimits,
@@ -53,6 +57,12 @@ export class Streams implements ConnectionTimers {
   ) {
     this.wheel = new TimerWheel(tickIntervalMs(limits.heartbeatMs), Date.now());
     this.userSubscriptions = hasUserSubscriptions(transport) ? transport : undefined;
+    this.outboundBudget = new OutboundBudget(limits.outboundMaxBytes, () => metrics.outboundBudgetCut());
+  }
+
+  /** Bytes queued in user space towards this replica's clients now. */
+  get outboundBytes(): number {
+    return this.outboundBudget.bytes;
   }
 
   /** A connection's deadline moved as it became congested or caught up: filed anew, at once. */
@@ -97,6 +107,7 @@ export class Streams implements ConnectionTimers {
         this.log.debug({ connectionId: closed.id, stream, reason }, 'stream closed');
       },
       this,
+      this.outboundBudget,
     );
     const subscriber = new StreamSubscriber(
       connection,

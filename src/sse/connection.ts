@@ -3,6 +3,7 @@ import { flushSoon, type Flushable } from './flush-queue';
 import { HEARTBEAT_FRAME, encodeRetry } from './frame';
 import type { EventId } from '../history/event-id';
 import { NOT_FILED, type WheelItem } from '../hub/timer-wheel';
+import type { OutboundBudget, QueueingStream } from './outbound-budget';
 
 export const DISCONNECT_REASONS = [
   'client_closed',
@@ -71,7 +72,7 @@ export const SSE_HEADERS: Readonly<Record<string, string>> = {
  * `write()` reports back-pressure they queue up to the configured bound, and a client that
  * stays behind past it is disconnected so that it reconnects instead of pinning memory.
  */
-export class SseConnection implements Flushable, WheelItem {
+export class SseConnection implements Flushable, WheelItem, QueueingStream {
   wheelSlot = NOT_FILED;
   idleListener: IdleListener | undefined;
   private closed = false;
@@ -85,6 +86,8 @@ export class SseConnection implements Flushable, WheelItem {
   private backlog: Buffer[] | null = null;
   private backlogHead = 0;
   private backlogBytes = 0;
+  /** Bytes of live frames the stream's subscriber holds behind a replay; in the replica's budget with the backlog. */
+  private heldBytes = 0;
   private congestedSince = 0;
   /** Stamped from writeClock, keeping clock reads off the fan-out path. */
   private lastWriteAt: number;
@@ -99,6 +102,8 @@ export class SseConnection implements Flushable, WheelItem {
     private readonly limits: OutboundLimits,
     private readonly onClose: (connection: SseConnection, reason: DisconnectReason) => void,
     private readonly timers?: ConnectionTimers,
+    /** Shared by the replica's streams; without one, only this stream's own bounds apply. */
+    private readonly budget?: OutboundBudget,
   ) {
     this.lastWriteAt = Date.now();
     // Shared listeners find their connection on the response: no closures per connection.
@@ -121,6 +126,21 @@ export class SseConnection implements Flushable, WheelItem {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  get queuedBytes(): number {
+    return this.backlogBytes + this.heldBytes;
+  }
+
+  /** The subscriber started (positive) or stopped (negative) holding live frames of this many bytes. */
+  holding(delta: number): void {
+    if (this.closed) return;
+    this.heldBytes += delta;
+    this.budget?.changed(this, delta);
+  }
+
+  cutAsSlow(): void {
+    this.close('slow_consumer');
   }
 
   /** Settles with the reason once the stream has closed. */
@@ -158,7 +178,9 @@ export class SseConnection implements Flushable, WheelItem {
     }
     backlog.push(frame);
     this.backlogBytes += frame.length;
-    return true;
+    this.budget?.changed(this, frame.length);
+    // The replica's budget may just have cut this stream, the furthest behind.
+    return !this.closed;
   }
 
   /** Writes the frames accepted this turn as one chunk; back-pressure from it starts the backlog. */
@@ -236,8 +258,11 @@ export class SseConnection implements Flushable, WheelItem {
     this.closed = true;
     this.pending = null;
     const congested = this.backlog !== null || this.res.writableNeedDrain;
+    const queued = this.queuedBytes;
     this.backlog = null;
     this.backlogBytes = 0;
+    this.heldBytes = 0;
+    this.budget?.changed(this, -queued);
     // A stuck client would never take the rest of its buffer: drop the socket instead of ending politely.
     if (reason === 'slow_consumer' || reason === 'error' || congested) {
       this.res.destroy();
@@ -278,6 +303,7 @@ export class SseConnection implements Flushable, WheelItem {
       const frame = backlog[this.backlogHead] as Buffer;
       this.backlogHead++;
       this.backlogBytes -= frame.length;
+      this.budget?.changed(this, -frame.length);
       this.lastWriteAt = writeClock.now;
       if (!this.res.write(frame)) {
         this.compactBacklog();

@@ -70,7 +70,12 @@ export function streamPaths(): string[] {
 
 /** Names of every metric the hub defines (with no prefix). */
 export function hubMetricNames(): string[] {
-  const metrics = new HubMetrics({ connections: () => 0, connectedUsers: () => 0, transportListening: () => false });
+  const metrics = new HubMetrics({
+    connections: () => 0,
+    connectedUsers: () => 0,
+    transportListening: () => false,
+    outboundBytes: () => 0,
+  });
   return metrics.registry.getMetricsAsArray().map((metric) => metric.name);
 }
 

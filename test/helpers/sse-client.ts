@@ -1,4 +1,5 @@
 import { request, type IncomingHttpHeaders } from 'node:http';
+import { connect, type Socket } from 'node:net';
 
 export interface SseFrame {
   event?: string;
@@ -147,6 +148,36 @@ export function openStream(baseUrl: string, path: string, options: OpenOptions =
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * A stream request from a client that stops reading once the stream has opened (its first `id:`
+ * line; or at once, without `untilOpened`): the kernel's buffers fill, then the hub queues what it
+ * cannot write. Resume the socket to read what got through.
+ */
+export async function openStalledStream(
+  port: number,
+  path: string,
+  token: string,
+  untilOpened = false,
+): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1');
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+  if (untilOpened) {
+    let received = '';
+    await new Promise<void>((resolve) => {
+      const read = (chunk: Buffer): void => {
+        received += chunk.toString('latin1');
+        if (!received.includes('\nid:')) return;
+        socket.off('data', read);
+        resolve();
+      };
+      socket.on('data', read);
+    });
+  }
+  socket.pause();
+  return socket;
 }
 
 export async function sleep(ms: number): Promise<void> {

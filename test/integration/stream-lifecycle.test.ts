@@ -1,8 +1,7 @@
-import { connect, type Socket } from 'node:net';
 import { EventSource } from 'eventsource';
 import { Redis } from 'ioredis';
 import { SHARED_REDIS_URL, metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
-import { openStream, sleep } from '../helpers/sse-client';
+import { openStalledStream, openStream, sleep } from '../helpers/sse-client';
 import { mintToken } from '../helpers/tokens';
 
 describe('stream lifecycle', () => {
@@ -80,10 +79,8 @@ describe('stream lifecycle', () => {
 
   it("disconnects a client that stops reading while the user's other tabs keep up", async () => {
     const token = await mintToken('slowpoke');
-    const slow: Socket = connect(hub.port, '127.0.0.1');
-    await new Promise<void>((resolve) => slow.once('connect', () => resolve()));
-    slow.write(`GET /api/v1/stream/agui HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
-    slow.pause(); // never read: the kernel buffers fill, then the hub's bound is reached
+    // Never read: the kernel buffers fill, then the hub's bound is reached.
+    const slow = await openStalledStream(hub.port, '/api/v1/stream/agui', token);
     const fast = await openStream(hub.url, '/api/v1/stream/agui', { token });
     await sleep(100);
     const slowBefore = await metricValue(hub, 'ssehub_disconnects_total{reason="slow_consumer"}');

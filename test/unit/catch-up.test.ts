@@ -42,13 +42,12 @@ class GatedHistory implements HistorySource {
   }
 }
 
-const counters = { delivered: 0, resets: [] as string[], failures: 0, rejected: 0, pages: [] as number[] };
+const counters = { delivered: 0, resets: [] as string[], failures: 0, pages: [] as number[] };
 const metrics: CatchUpMetrics = {
   historyDelivered: (_purpose, n) => (counters.delivered += n),
   historyReset: (reason) => counters.resets.push(reason),
   historyReadFailed: () => counters.failures++,
   replayPageRead: (bytes) => counters.pages.push(bytes),
-  eventRejected: () => counters.rejected++,
 };
 
 const newHistory = () => new MemoryHistory({ maxEntries: 100, maxBytes: 1 << 20, ttlMs: 3_600_000 });

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../../src/config';
+import { LIMIT_NAMES, LIMIT_SPECS } from '../../src/limits';
 
 const problems = (env: Record<string, string>): string[] => {
   try {
@@ -86,6 +89,7 @@ describe('configuration', () => {
       replayPageBytes: 256 * 1024,
       replayReplicaBytes: 64 * 1024 * 1024,
       holdMaxBytes: 4 * 1024 * 1024,
+      outboundMaxBytes: 256 * 1024 * 1024,
       historyRetryMinMs: 500,
       historyRetryMaxMs: 30_000,
     });
@@ -99,12 +103,17 @@ describe('configuration', () => {
         SSEHUB_HISTORY_MAX_BYTES: '1048576',
         SSEHUB_REPLAY_REPLICA_BYTES: '1048576',
         SSEHUB_PUBLISH_QUOTA_BYTES: '1048576',
+        SSEHUB_OUTBOUND_MAX_BYTES: '4194304',
         SSEHUB_HISTORY_RETRY_MIN_MS: '2000',
         SSEHUB_HISTORY_RETRY_MAX_MS: '1000',
       }),
     ).toEqual([
       expect.stringContaining('SSEHUB_HISTORY_MAX_BYTES must be at least SSEHUB_MAX_EVENT_BYTES'),
       expect.stringContaining('SSEHUB_REPLAY_REPLICA_BYTES must be at least'),
+      // 2 MiB of backlog (one event) and 4 MiB held behind a replay do not fit 4 MiB.
+      expect.stringContaining(
+        'SSEHUB_OUTBOUND_MAX_BYTES must be at least SSEHUB_BUFFER_MAX_BYTES plus SSEHUB_HOLD_MAX_BYTES',
+      ),
       expect.stringContaining('SSEHUB_HISTORY_RETRY_MAX_MS must be at least'),
       expect.stringContaining('SSEHUB_PUBLISH_QUOTA_BYTES must be at least SSEHUB_MAX_EVENT_BYTES'),
     ]);
@@ -113,5 +122,15 @@ describe('configuration', () => {
   it('unescapes PEM keys given on one line', () => {
     const config = loadConfig({ SSEHUB_JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----' });
     expect(config.jwt.publicKeyPem).toBe('-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----');
+  });
+
+  it("lists every limit in the README's configuration table, with its default", () => {
+    const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## Scaling out'));
+    for (const name of LIMIT_NAMES) {
+      const { env, default: value } = LIMIT_SPECS[name];
+      const row = table.split('\n').find((line) => line.startsWith(`| \`${env}\` |`));
+      expect({ env, default: row?.split('|')[2]?.trim() }).toEqual({ env, default: `\`${value}\`` });
+    }
   });
 });

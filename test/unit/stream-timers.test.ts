@@ -28,7 +28,7 @@ function setup() {
     isListening: () => true,
   };
   const metrics = new HubMetrics(
-    { connections: () => 0, connectedUsers: () => 0, transportListening: () => true },
+    { connections: () => 0, connectedUsers: () => 0, transportListening: () => true, outboundBytes: () => 0 },
     { registry: new PromRegistry() },
   );
   const core = new HubCore(
@@ -47,6 +47,7 @@ function setup() {
         retryMaxMs: 8000,
       },
       outbound: { maxEvents: 100, maxBytes: 1 << 20, stallMs: 5000 },
+      outboundMaxBytes: 1 << 24,
     },
     transport,
     metrics,
@@ -92,10 +93,17 @@ describe('stream timers on the hub', () => {
     await jest.advanceTimersByTimeAsync(100);
     // An event of a kind this stream does not show moves its position without a frame.
     const passed = { epoch: history.epoch, ms: Date.now(), seq: 7 };
-    stream.subscriber.passOver(passed);
+    stream.subscriber.passOver(passed, 'a2a');
     const before = stream.res.writes.length;
     await jest.advanceTimersByTimeAsync(1000);
     expect(stream.res.writes.slice(before)).toEqual([heartbeat, `id:${formatEventId(passed)}\n\n`]);
+
+    // The id of an analytics event, which this stream may not show, is never told: the client
+    // keeps the position it has.
+    stream.subscriber.passOver({ ...passed, seq: 8 }, 'analytics');
+    const later = stream.res.writes.length;
+    await jest.advanceTimersByTimeAsync(1000);
+    expect(stream.res.writes.slice(later)).toEqual([heartbeat]);
     core.streams.stop();
   });
 
