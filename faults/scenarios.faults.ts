@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Criteria, FaultBench, type FaultRow, TABLE_HEADER, type Topology, formatRow } from './harness';
+import { LOAD_SCENARIOS } from './load-scenarios';
 import { readSoakResult, soakMarkdown } from './soak-report';
 import { userKeys } from '../src/transport/redis/library';
 import { keySlot } from '../src/transport/redis/slot';
@@ -178,6 +179,25 @@ describe('fault suite', () => {
         console.log(formatRow(row));
         expect(row.why).toBe('');
       } finally {
+        await bench.close();
+      }
+    });
+  }
+
+  for (const scenario of LOAD_SCENARIOS.filter((s) => !quick || s.inQuick)) {
+    it(scenario.name, async () => {
+      const bench = await FaultBench.start({ replicas: 2, users: 20, env: scenario.env });
+      const staged = await scenario.stage(bench).catch(async (err: unknown) => {
+        await bench.close();
+        throw err;
+      });
+      try {
+        const row = await bench.run(scenario.name, scenario.criteria, staged.fault, staged.outcome);
+        rows.push(row);
+        console.log(formatRow(row));
+        expect(row.why).toBe('');
+      } finally {
+        await staged.close();
         await bench.close();
       }
     });
