@@ -58,6 +58,8 @@ export type CrowdCommand =
   | { cmd: 'progress' }
   | { cmd: 'report' }
   | { cmd: 'hammer'; spec: HammerSpec }
+  /** Closes the streams of these users for good. */
+  | { cmd: 'drop'; users: string[] }
   | { cmd: 'close' };
 
 /** A command and the number its reply comes back under (commands run concurrently). */
@@ -82,4 +84,5 @@ export type CrowdReply =
   | { type: 'report'; streams: StreamReport[] }
   | { type: 'hammered'; result: HammerResult }
   | { type: 'closed' }
+  | { type: 'dropped'; streams: number }
   | { type: 'error'; message: string };

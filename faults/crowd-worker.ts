@@ -207,10 +207,10 @@ async function hammer(spec: HammerSpec): Promise<HammerResult> {
   return result;
 }
 
-async function handle(message: CrowdCommand): Promise<CrowdReply> {
-  switch (message.cmd) {
+async function handle(command: CrowdCommand): Promise<CrowdReply> {
+  switch (command.cmd) {
     case 'open':
-      return open(message.streams, message.concurrency);
+      return open(command.streams, command.concurrency);
     case 'progress':
       return {
         type: 'progress',
@@ -220,7 +220,13 @@ async function handle(message: CrowdCommand): Promise<CrowdReply> {
     case 'report':
       return { type: 'report', streams: streams.map((stream) => stream.report()) };
     case 'hammer':
-      return { type: 'hammered', result: await hammer(message.spec) };
+      return { type: 'hammered', result: await hammer(command.spec) };
+    case 'drop': {
+      const users = new Set(command.users);
+      const dropped = streams.filter((stream) => users.has(stream.spec.user));
+      for (const stream of dropped) stream.close();
+      return { type: 'dropped', streams: dropped.length };
+    }
     case 'close':
       for (const stream of streams) stream.close();
       return { type: 'closed' };

@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { transformFileSync } from '@swc/core';
@@ -100,6 +101,11 @@ export class Crowd {
     return reply.result;
   }
 
+  async drop(users: string[]): Promise<void> {
+    const reply = await this.ask({ cmd: 'drop', users });
+    if (reply.type !== 'dropped') throw new Error(`crowd: unexpected ${reply.type}`);
+  }
+
   async close(): Promise<void> {
     if (this.child.connected) await this.ask({ cmd: 'close' }).catch(() => undefined);
     this.child.kill('SIGKILL');
@@ -169,31 +175,55 @@ export function quantile(values: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
 }
 
-/** Samples Redis's `used_memory` (INFO memory) every 100 ms and keeps the highest. */
-export class RedisMemoryPeak {
-  peakBytes = 0;
+/** Samples a figure every 100 ms and keeps the highest (Redis's memory, the kernel's socket memory). */
+export class PeakSampler {
+  peak = 0;
   private readonly timer: NodeJS.Timeout;
 
-  private constructor(private readonly redis: Redis) {
+  private constructor(
+    private readonly read: () => Promise<number>,
+    private readonly stopped: () => void,
+  ) {
     this.timer = setInterval(() => void this.sample(), 100);
   }
 
-  static async start(url: string): Promise<RedisMemoryPeak> {
-    const peak = new RedisMemoryPeak(new Redis(url, { maxRetriesPerRequest: 1 }));
-    await peak.sample();
-    return peak;
+  static async start(read: () => Promise<number>, stopped: () => void = () => undefined): Promise<PeakSampler> {
+    const sampler = new PeakSampler(read, stopped);
+    await sampler.sample();
+    return sampler;
+  }
+
+  /** Redis's `used_memory` (INFO memory), in bytes. */
+  static redisMemory(url: string): Promise<PeakSampler> {
+    const redis = new Redis(url, { maxRetriesPerRequest: 1 });
+    const read = async (): Promise<number> => {
+      const info = await redis.info('memory').catch(() => '');
+      return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
+    };
+    return PeakSampler.start(read, () => redis.disconnect());
+  }
+
+  /**
+   * Memory the kernel holds in TCP socket buffers, machine-wide, in bytes (/proc/net/sockstat
+   * counts pages). A reader that stops reading fills its socket's buffers on both ends before the
+   * hub ever queues a byte for it.
+   */
+  static kernelTcpMemory(): Promise<PeakSampler> {
+    return PeakSampler.start(async () => {
+      const stat = await readFile('/proc/net/sockstat', 'utf8').catch(() => '');
+      return Number(/TCP: .* mem (\d+)/.exec(stat)?.[1] ?? 0) * 4096;
+    });
   }
 
   async sample(): Promise<number> {
-    const info = await this.redis.info('memory').catch(() => '');
-    const used = Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
-    this.peakBytes = Math.max(this.peakBytes, used);
-    return used;
+    const value = await this.read();
+    this.peak = Math.max(this.peak, value);
+    return value;
   }
 
   stop(): void {
     clearInterval(this.timer);
-    this.redis.disconnect();
+    this.stopped();
   }
 }
 
