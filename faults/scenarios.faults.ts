@@ -255,7 +255,7 @@ separate client process) are counted in the columns with the bench's:
   under 50 ms.
 
 CI runs \`FAULTS=quick npm run faults\` (a 4 s freeze, CLIENT KILL, replica SIGKILL, the Cluster and Sentinel
-scenarios, the output buffer overflow, and 3 s of the flat-out publisher) on every change.
+scenarios, the output buffer overflow, and the reconnect storm with 1,000 streams) on every change.
 
 ${table}
 
