@@ -213,8 +213,8 @@ export class FaultBench {
     return this.webhooks;
   }
 
-  /** Its `service` token, for scenarios that publish beside it. */
-  get serviceToken(): Promise<string> {
+  /** A `service` token like the steady publisher's, for scenarios that publish beside it. */
+  serviceToken(): Promise<string> {
     return mintToken('fault-publisher', { roles: ['service'] });
   }
 

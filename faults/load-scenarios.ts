@@ -143,7 +143,7 @@ const reconnectStorm: LoadScenario = {
   stage: async (bench) => {
     const crowd = Crowd.start();
     const acknowledged = new Map<string, string[]>();
-    const service = await bench.serviceToken;
+    const service = await bench.serviceToken();
     const users = Array.from({ length: STORM_USERS }, (_, i) => `storm-user-${i}`);
     const [first, second] = bench.hubs.map((hub) => hub.url) as [string, string];
     const specs: StreamSpec[] = [];
@@ -257,7 +257,7 @@ const stalledReaders: LoadScenario = {
     let cut = 0;
     let published = 0;
     let kernel: PeakSampler | undefined;
-    const service = await bench.serviceToken;
+    const service = await bench.serviceToken();
     return {
       fault: async () => {
         kernel = await PeakSampler.kernelTcpMemory();

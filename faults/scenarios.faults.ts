@@ -11,7 +11,8 @@ import { sleep } from '../test/helpers/sse-client';
  * The published fault suite: each scenario injects one fault into two replicas (three on a
  * cluster) on a Redis of their own, under 50 events/s to 20 users each holding one stream that
  * follows the replicas like a browser, and prints one row. `FAULTS=quick` runs the subset CI runs, with shorter faults;
- * `FAULTS_WRITE=1` writes the table to FAULTS.md.
+ * `FAULTS_WRITE=1` writes the table to FAULTS.md. The scenarios that add load of their own rather than
+ * break a dependency (bursts, storms, stalled readers, heavy users) are in load-scenarios.ts.
  */
 const quick = process.env.FAULTS === 'quick';
 const rows: FaultRow[] = [];
