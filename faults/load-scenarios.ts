@@ -47,6 +47,18 @@ async function metricSum(bench: FaultBench, series: string): Promise<number> {
   return values.reduce((sum, value) => sum + value, 0);
 }
 
+/**
+ * The longest event-loop stall of each replica since the previous call, in ms: prom-client's lag
+ * histogram restarts at every scrape of /metrics, so this is only meaningful where nothing else
+ * scrapes the replicas in between. It tells a replica that kept up from a machine whose cores were
+ * busy elsewhere (the load generators run on the same cores).
+ */
+async function eventLoopStallMs(bench: FaultBench): Promise<number[]> {
+  return Promise.all(
+    bench.hubs.map(async (hub) => Math.round((await metricValue(hub, 'nodejs_eventloop_lag_max_seconds')) * 1000)),
+  );
+}
+
 /** The steady publisher's webhook p99 so far, for rows that report it without a bound on it. */
 function webhookP99(bench: FaultBench): string {
   const p99 = quantile(
@@ -334,12 +346,11 @@ const maximalHistory: LoadScenario = {
     if (ids.length !== HEAVY_EVENTS) throw new Error(`filling the history: ${JSON.stringify(filled.statuses)}`);
     const epoch = parseEventId(ids[0] as string)?.epoch;
     let replayMs = 0;
-    let lagMs = 0;
-    const replaying = bench.hubs[0] as HubProcess;
+    let stallMs: number[] = [];
     return {
       fault: async () => {
         const started = Date.now();
-        await metricValue(replaying, 'nodejs_eventloop_lag_max_seconds');
+        await eventLoopStallMs(bench);
         const streams = [1, 2, 3, 4].map(
           (): StreamSpec => ({
             user: heavy,
@@ -354,8 +365,7 @@ const maximalHistory: LoadScenario = {
         await crowd.open(streams, 4);
         await crowd.waitForEvents(() => HEAVY_EVENTS, 60_000, 'the whole history');
         replayMs = Date.now() - started;
-        // Nothing else scrapes this replica during the replay, so the lag histogram covers exactly it.
-        lagMs = Math.round((await metricValue(replaying, 'nodejs_eventloop_lag_max_seconds')) * 1000);
+        stallMs = await eventLoopStallMs(bench);
       },
       outcome: async () => {
         memory.stop();
@@ -367,7 +377,7 @@ const maximalHistory: LoadScenario = {
         return {
           tally: tally(await crowd.report(), () => ids),
           notes: [
-            `4 × ${HEAVY_EVENTS} events replayed in ${replayMs} ms; the replica's event loop stalled at most ${lagMs} ms meanwhile`,
+            `4 × ${HEAVY_EVENTS} events replayed in ${replayMs} ms; the replicas' event loops stalled at most ${stallMs.join(' / ')} ms meanwhile`,
             `Redis used_memory peak ${(memory.peak / MiB).toFixed(1)} MB, +${(growth / MiB).toFixed(1)} MB over the empty store (bound +${REDIS_GROWTH_BOUND / MiB})`,
           ],
           problems,
@@ -403,8 +413,10 @@ const greedyPublisher: LoadScenario = {
     const greedy = 'greedy-user';
     const token = await mintToken(greedy);
     let result: HammerResultSummary | undefined;
+    let stallMs: number[] = [];
     return {
       fault: async () => {
+        await eventLoopStallMs(bench);
         const hammered = await Promise.all(
           bench.hubs.map((hub) =>
             crowd.hammer({
@@ -419,6 +431,7 @@ const greedyPublisher: LoadScenario = {
           ),
         );
         result = summarize(hammered);
+        stallMs = await eventLoopStallMs(bench);
       },
       outcome: async () => {
         if (result === undefined) return { problems: ['the greedy publisher did not run'] };
@@ -433,6 +446,7 @@ const greedyPublisher: LoadScenario = {
         return {
           notes: [
             `greedy user: ${result.calls} calls (${Math.round(result.calls / (GREEDY_MS / 1000))}/s), ${accepted} accepted (${result.acceptedBytes} B of ${QUOTA_BYTES}), ${refused} × 429`,
+            `the replicas' event loops stalled at most ${stallMs.join(' / ')} ms meanwhile`,
           ],
           problems,
         };
