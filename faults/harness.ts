@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import { comparePositions, parseEventId } from '../src/history/event-id';
 import { startReadyHub, type HubProcess } from '../test/helpers/hub-process';
@@ -8,6 +9,7 @@ import { OwnRedis } from '../test/helpers/redis-server';
 import { ResumingClient } from '../test/helpers/resuming-client';
 import { sleep } from '../test/helpers/sse-client';
 import { mintToken } from '../test/helpers/tokens';
+import { quantile, type Tally } from './crowd';
 
 /** One row of the published table. */
 export interface FaultRow {
@@ -26,6 +28,8 @@ export interface FaultRow {
   peakRssMb: number;
   pass: boolean;
   why: string;
+  /** Figures a scenario reports besides the columns (a p99, a bound and what was measured against it). */
+  notes?: string;
 }
 
 export interface Criteria {
@@ -36,6 +40,18 @@ export interface Criteria {
   detectWithinMs?: number;
   /** Peak resident memory any replica may reach. */
   maxRssMb: number;
+  /** Highest 99th percentile of the steady publisher's webhook calls over the run; unchecked when undefined. */
+  webhookP99Ms?: number;
+  /** Every webhook call of the steady publisher must be answered 202 (nothing refused, timed out or unknown). */
+  webhooksAllAccepted?: boolean;
+}
+
+/** What a scenario measured beyond the bench's own streams, merged into its row. */
+export interface Outcome {
+  /** Streams of the scenario's own (a crowd), counted with the bench's. */
+  tally?: Tally;
+  notes?: string[];
+  problems?: string[];
 }
 
 const READY_POLL_MS = 100;
@@ -65,6 +81,10 @@ export interface Acknowledged {
 export class WebhookPublisher {
   /** Publishes whose outcome the hub could not know (504). */
   unknown = 0;
+  /** Publishes not answered 202 or 504: refused, timed out, or another status. */
+  refused = 0;
+  /** How long each publish took, from its first attempt to its last answer. */
+  readonly latencies: Array<{ sentAt: number; ms: number }> = [];
   private readonly acknowledged = new Map<string, Acknowledged[]>();
 
   private constructor(private readonly token: string) {}
@@ -82,6 +102,13 @@ export class WebhookPublisher {
     return this.acknowledgedFor(user).map((event) => event.id);
   }
 
+  /** Counts an event published another way (a burst straight into Redis) as acknowledged for `user`. */
+  acknowledge(user: string, id: string, sentAt = Date.now()): void {
+    const events = this.acknowledged.get(user) ?? [];
+    events.push({ id, sentAt });
+    this.acknowledged.set(user, events);
+  }
+
   async publish(urls: string[], user: string, fields: Record<string, unknown>): Promise<void> {
     const sentAt = Date.now();
     for (const url of urls) {
@@ -94,22 +121,24 @@ export class WebhookPublisher {
         });
         if (res.status === 202) {
           const { id } = (await res.json()) as { id: string };
-          const events = this.acknowledged.get(user) ?? [];
-          events.push({ id, sentAt });
-          this.acknowledged.set(user, events);
+          this.latencies.push({ sentAt, ms: Date.now() - sentAt });
+          this.acknowledge(user, id, sentAt);
           return;
         }
         await res.body?.cancel();
+        this.latencies.push({ sentAt, ms: Date.now() - sentAt });
         if (res.status === 504) {
           this.unknown++;
           return;
         }
         // 503 (transport down, draining): not published; a publisher retries later.
+        this.refused++;
         return;
       } catch {
         // Refused (replica gone) or timed out: the next replica, as a client library would.
       }
     }
+    this.refused++;
   }
 }
 
@@ -141,9 +170,11 @@ export class FaultBench {
     users: number;
     persistence?: 'none' | 'aof';
     topology?: Topology;
+    /** Settings of the replicas beyond the store's (limits a scenario tests). */
+    env?: Record<string, string>;
   }): Promise<FaultBench> {
     const store = await startStore(options.topology ?? 'single', options.persistence ?? 'none');
-    const env = { ...store.env, SSEHUB_DRAIN_MS: '1000' };
+    const env = { ...store.env, SSEHUB_DRAIN_MS: '1000', ...options.env };
     const users = Array.from({ length: options.users }, (_, i) => `fault-user-${i}`);
     const bench = new FaultBench(store, env, users, await WebhookPublisher.create());
     for (let i = 0; i < options.replicas; i++) bench.hubs.push(await startReadyHub(env));
@@ -175,6 +206,16 @@ export class FaultBench {
   get sentinel(): OwnRedisSentinel {
     if (!(this.store.server instanceof OwnRedisSentinel)) throw new Error('this bench does not run on Sentinel');
     return this.store.server;
+  }
+
+  /** The steady publisher, whose acknowledged ids the bench's streams are checked against. */
+  get webhookPublisher(): WebhookPublisher {
+    return this.webhooks;
+  }
+
+  /** A `service` token like the steady publisher's, for scenarios that publish beside it. */
+  serviceToken(): Promise<string> {
+    return mintToken('fault-publisher', { roles: ['service'] });
   }
 
   liveHubUrls(): string[] {
@@ -244,7 +285,12 @@ export class FaultBench {
    * publishes until every replica is ready and every stream takes events again, then checks
    * that each stream holds every acknowledged event of its user exactly once.
    */
-  async run(scenario: string, criteria: Criteria, fault: () => Promise<void>): Promise<FaultRow> {
+  async run(
+    scenario: string,
+    criteria: Criteria,
+    fault: () => Promise<void>,
+    outcome?: () => Promise<Outcome>,
+  ): Promise<FaultRow> {
     this.startPublishing(50);
     await sleep(1000);
     const faultAt = Date.now();
@@ -256,10 +302,42 @@ export class FaultBench {
     await sleep(1000);
     await this.stopPublishing();
     await this.settle();
-    return this.row(scenario, criteria, {
+    const row = this.row(scenario, criteria, {
       detectMs: this.notReadyAt === undefined ? undefined : this.notReadyAt - faultAt,
       recoverMs: recoveredAt === undefined ? undefined : recoveredAt - faultEnded,
     });
+    const during = { from: faultAt, to: faultEnded };
+    return withOutcome(row, this.webhookOutcome(criteria, during), await (outcome?.() ?? Promise.resolve({})));
+  }
+
+  /**
+   * The steady publisher's webhook latency and refusals, where the criteria ask about them. The
+   * p99 outside the fault and the machine's load are there to tell the replica's share from the
+   * machine's: the suite shares its cores with the replicas, Redis and whatever else runs.
+   */
+  private webhookOutcome(criteria: Criteria, fault: { from: number; to: number }): Outcome {
+    const notes: string[] = [];
+    const problems: string[] = [];
+    if (criteria.webhookP99Ms !== undefined) {
+      const all = this.webhooks.latencies;
+      const p99 = quantile(
+        all.map((sample) => sample.ms),
+        0.99,
+      );
+      const outside = quantile(
+        all.filter((sample) => sample.sentAt < fault.from || sample.sentAt > fault.to).map((sample) => sample.ms),
+        0.99,
+      );
+      notes.push(
+        `webhook p99 ${p99} ms (${outside} ms outside the fault; load average ${loadavg()[0]?.toFixed(1)} on ${availableParallelism()} cores)`,
+      );
+      if (p99 > criteria.webhookP99Ms) problems.push(`webhook p99 ${p99} ms over ${criteria.webhookP99Ms}`);
+    }
+    if (criteria.webhooksAllAccepted) {
+      const refused = this.webhooks.refused + this.webhooks.unknown;
+      if (refused > 0) problems.push(`${refused} webhook calls not answered 202`);
+    }
+    return { notes, problems };
   }
 
   /** When every replica is ready and an event published now reaches every stream. */
@@ -407,10 +485,35 @@ export function isAtOrAfter(a: string, b: string): boolean {
   return left !== undefined && right !== undefined && left.epoch === right.epoch && comparePositions(left, right) >= 0;
 }
 
+/** A row with a scenario's own streams counted in and its notes and problems added. */
+export function withOutcome(row: FaultRow, ...outcomes: Outcome[]): FaultRow {
+  const merged = { ...row };
+  const notes = row.notes === undefined || row.notes === '' ? [] : [row.notes];
+  const problems = row.why === '' ? [] : [row.why];
+  for (const outcome of outcomes) {
+    if (outcome.tally) {
+      merged.acknowledged += outcome.tally.acknowledged;
+      merged.delivered += outcome.tally.delivered;
+      merged.lost += outcome.tally.lost;
+      merged.duplicated += outcome.tally.duplicated;
+      merged.resets += outcome.tally.resets;
+      if (outcome.tally.lost > 0) problems.push(`${outcome.tally.lost} lost on the scenario's own streams`);
+      if (outcome.tally.duplicated > 0)
+        problems.push(`${outcome.tally.duplicated} duplicated on the scenario's own streams`);
+    }
+    notes.push(...(outcome.notes ?? []));
+    problems.push(...(outcome.problems ?? []));
+  }
+  merged.notes = notes.join('; ');
+  merged.why = problems.join('; ');
+  merged.pass = problems.length === 0;
+  return merged;
+}
+
 export function formatRow(row: FaultRow): string {
   const ms = (value: number | undefined) => (value === undefined ? '-' : String(value));
-  return `| ${row.scenario} | ${row.acknowledged} | ${row.unknown} | ${row.delivered} | ${row.lost} | ${row.duplicated} | ${row.resets} | ${ms(row.detectMs)} | ${ms(row.recoverMs)} | ${row.peakRssMb} | ${row.pass ? 'PASS' : `FAIL: ${row.why}`} |`;
+  return `| ${row.scenario} | ${row.acknowledged} | ${row.unknown} | ${row.delivered} | ${row.lost} | ${row.duplicated} | ${row.resets} | ${ms(row.detectMs)} | ${ms(row.recoverMs)} | ${row.peakRssMb} | ${row.pass ? 'PASS' : `FAIL: ${row.why}`} | ${row.notes ?? ''} |`;
 }
 
 export const TABLE_HEADER =
-  '| scenario | acknowledged | unknown (504) | delivered | lost | duplicated | resets | detect ms | recover ms | peak RSS MB | result |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|';
+  '| scenario | acknowledged | unknown (504) | delivered | lost | duplicated | resets | detect ms | recover ms | peak RSS MB | result | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|';

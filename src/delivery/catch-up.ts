@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { HubLogger } from '../log';
 import { LogRateLimiter } from '../log';
 import { comparePositions, formatEventId, parseEventId, type EventId } from '../history/event-id';
@@ -15,6 +16,9 @@ import { encodeEventFrame } from '../sse/frame';
 import { validateEvent } from '../wire/envelope';
 import type { ReplayBudget } from './replay-budget';
 import type { StreamSubscriber } from './subscriber';
+
+/** Event bytes one replay checks and frames before it lets the event loop turn. */
+const REPLAY_TURN_BYTES = 16 * 1024;
 
 export type CatchUpPurpose = 'connect' | 'recover';
 
@@ -323,15 +327,26 @@ export class CatchUp {
     metrics.historyReadFailed();
   }
 
-  /** Writes a page's frames at the pace the socket takes them, then frees its bytes; returns how many were sent. */
+  /**
+   * Writes a page's frames at the pace the socket takes them, then frees its bytes; returns how many
+   * were sent. A socket that takes everything never makes it wait, so it lets the event loop turn
+   * every REPLAY_TURN_BYTES: streams replaying pages of large events would otherwise check and frame
+   * a megabyte in one turn, and every webhook and live event on the replica would wait for it.
+   */
   private async writePage(
     subscriber: StreamSubscriber,
     entries: readonly HistoryEntry[],
     bytes: number,
   ): Promise<number> {
     let delivered = 0;
+    let thisTurn = 0;
     try {
       for (const entry of entries) {
+        if (thisTurn >= REPLAY_TURN_BYTES) {
+          thisTurn = 0;
+          await nextTurn();
+        }
+        thisTurn += entry.event.length;
         if (subscriber.isClosed) break;
         const frame = this.frameFor(subscriber, entry.kind, entry.event, entry.id);
         if (frame === undefined) {
