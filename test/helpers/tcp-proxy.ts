@@ -43,7 +43,8 @@ export class TcpProxy {
   }
 
   static async start(target: { host: string; port: number }): Promise<TcpProxy> {
-    const server = createServer();
+    // Half-open sockets: a client's FIN is passed on (or held) like its bytes, not answered at once.
+    const server = createServer({ allowHalfOpen: true });
     const proxy = new TcpProxy(server, target);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -99,7 +100,7 @@ export class TcpProxy {
       client.resetAndDestroy();
       return;
     }
-    const upstream = connect(this.target.port, this.target.host);
+    const upstream = connect({ port: this.target.port, host: this.target.host, allowHalfOpen: true });
     const direction = (from: Socket, to: Socket): Direction => ({
       from,
       to,
