@@ -3,6 +3,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import { comparePositions, parseEventId } from '../src/history/event-id';
 import { startReadyHub, type HubProcess } from '../test/helpers/hub-process';
+import { OwnPostgres } from '../test/helpers/postgres-server';
 import { OwnRedisCluster } from '../test/helpers/redis-cluster';
 import { OwnRedisSentinel } from '../test/helpers/redis-sentinel';
 import { OwnRedis } from '../test/helpers/redis-server';
@@ -10,6 +11,7 @@ import { ResumingClient } from '../test/helpers/resuming-client';
 import { sleep } from '../test/helpers/sse-client';
 import { mintToken } from '../test/helpers/tokens';
 import { quantile, type Tally } from './crowd';
+import { TcpProxy } from '../test/helpers/tcp-proxy';
 
 /** One row of the published table. */
 export interface FaultRow {
@@ -38,6 +40,8 @@ export interface Criteria {
   recoverWithinMs: number;
   /** How soon a replica must report itself not ready, where the fault makes it unable to serve. */
   detectWithinMs?: number;
+  /** The fault slows the replicas down but must never make one report itself not ready. */
+  staysReady?: boolean;
   /** Peak resident memory any replica may reach. */
   maxRssMb: number;
   /** Highest 99th percentile of the steady publisher's webhook calls over the run; unchecked when undefined. */
@@ -172,8 +176,12 @@ export class FaultBench {
     topology?: Topology;
     /** Settings of the replicas beyond the store's (limits a scenario tests). */
     env?: Record<string, string>;
+    /** The replicas reach their (single) Redis through a TCP proxy the scenario controls. */
+    proxied?: boolean;
   }): Promise<FaultBench> {
-    const store = await startStore(options.topology ?? 'single', options.persistence ?? 'none');
+    const store = await startStore(options.topology ?? 'single', options.persistence ?? 'none', {
+      proxied: options.proxied,
+    });
     const env = { ...store.env, SSEHUB_DRAIN_MS: '1000', ...options.env };
     const users = Array.from({ length: options.users }, (_, i) => `fault-user-${i}`);
     const bench = new FaultBench(store, env, users, await WebhookPublisher.create());
@@ -216,6 +224,22 @@ export class FaultBench {
   /** A `service` token like the steady publisher's, for scenarios that publish beside it. */
   serviceToken(): Promise<string> {
     return mintToken('fault-publisher', { roles: ['service'] });
+  }
+
+  get postgres(): OwnPostgres {
+    if (!(this.store.server instanceof OwnPostgres)) throw new Error('this bench does not run on Postgres');
+    return this.store.server;
+  }
+
+  /** The proxy between the replicas and their Redis, on a bench started with `proxied`. */
+  get proxy(): TcpProxy {
+    if (this.store.proxy === undefined) throw new Error('this bench runs without a proxy');
+    return this.store.proxy;
+  }
+
+  /** Events shown on all streams so far, to tell whether a fault holds delivery back. */
+  delivered(): number {
+    return this.clients.reduce((sum, client) => sum + client.events().length, 0);
   }
 
   liveHubUrls(): string[] {
@@ -422,6 +446,7 @@ export class FaultBench {
     ) {
       problems.push(`not detected within ${criteria.detectWithinMs} ms`);
     }
+    if (criteria.staysReady && times.detectMs !== undefined) problems.push('a replica reported not ready');
     if (times.recoverMs === undefined || times.recoverMs > criteria.recoverWithinMs) {
       problems.push(`recovery over ${criteria.recoverWithinMs} ms`);
     }
@@ -449,16 +474,31 @@ export class FaultBench {
   }
 }
 
-export type Topology = 'single' | 'cluster' | 'sentinel';
+/** `postgres`: the Postgres outbox transport instead of Redis, on a cluster of the bench's own. */
+export type Topology = 'single' | 'cluster' | 'sentinel' | 'postgres';
 
 /** The Redis under a bench, started on free ports, and the environment that points replicas at it. */
 export interface BenchStore {
-  server: OwnRedis | OwnRedisCluster | OwnRedisSentinel;
+  server: OwnRedis | OwnRedisCluster | OwnRedisSentinel | OwnPostgres;
   env: Record<string, string>;
+  proxy?: TcpProxy;
   destroy(): Promise<void>;
 }
 
-export async function startStore(topology: Topology, persistence: 'none' | 'aof'): Promise<BenchStore> {
+export async function startStore(
+  topology: Topology,
+  persistence: 'none' | 'aof',
+  options: { proxied?: boolean } = {},
+): Promise<BenchStore> {
+  if (topology === 'postgres') {
+    const pg = await OwnPostgres.start();
+    return {
+      server: pg,
+      env: { SSEHUB_TRANSPORT: 'postgres', DATABASE_URL: pg.url },
+      destroy: () => pg.destroy(),
+    };
+  }
+  if (options.proxied && topology !== 'single') throw new Error('only a single Redis runs behind the proxy');
   if (topology === 'cluster') {
     const cluster = await OwnRedisCluster.start();
     return { server: cluster, env: { SSEHUB_REDIS_CLUSTER_NODES: cluster.seeds }, destroy: () => cluster.close() };
@@ -472,6 +512,18 @@ export async function startStore(topology: Topology, persistence: 'none' | 'aof'
     };
   }
   const redis = await OwnRedis.start({ persistence });
+  if (options.proxied) {
+    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: redis.port });
+    return {
+      server: redis,
+      env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` },
+      proxy,
+      destroy: async () => {
+        await proxy.close();
+        await redis.destroy();
+      },
+    };
+  }
   return { server: redis, env: { REDIS_URL: redis.url }, destroy: () => redis.destroy() };
 }
 

@@ -5,12 +5,14 @@ import { LOAD_SCENARIOS } from './load-scenarios';
 import { readSoakResult, soakMarkdown } from './soak-report';
 import { userKeys } from '../src/transport/redis/library';
 import { keySlot } from '../src/transport/redis/slot';
+import { connectPg } from '../test/helpers/postgres-server';
 import { sleep } from '../test/helpers/sse-client';
 
 /**
  * The published fault suite: each scenario injects one fault into two replicas (three on a
- * cluster) on a Redis of their own, under 50 events/s to 20 users each holding one stream that
- * follows the replicas like a browser, and prints one row. `FAULTS=quick` runs the subset CI runs, with shorter faults;
+ * cluster) on a Redis of their own (reached through a TCP proxy for the network faults), or on
+ * the Postgres outbox on a Postgres of their own, under 50 events/s to 20 users each holding one
+ * stream that follows the replicas like a browser, and prints one row. `FAULTS=quick` runs the subset CI runs, with shorter faults;
  * `FAULTS_WRITE=1` writes the table to FAULTS.md. The scenarios that add load of their own rather than
  * break a dependency (bursts, storms, stalled readers, heavy users) are in load-scenarios.ts.
  */
@@ -24,6 +26,8 @@ interface Scenario {
   inQuick: boolean;
   persistence?: 'none' | 'aof';
   topology?: Topology;
+  /** The replicas reach Redis through the suite's TCP proxy (bench.proxy). */
+  proxied?: boolean;
   /** Hub replicas under load (default 2). */
   replicas?: number;
   criteria: Criteria;
@@ -31,6 +35,8 @@ interface Scenario {
 }
 
 const FREEZE_MS = quick ? 4000 : 10_000;
+/** How long a network fault between the replicas and Redis, or a stalled outbox, lasts. */
+const NETWORK_FAULT_MS = quick ? 4000 : 10_000;
 
 const SCENARIOS: Scenario[] = [
   {
@@ -100,6 +106,58 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
+    // Every round trip to Redis slows down, the self-check's probe included (its timeout is a
+    // second): the replicas must stay ready and lose nothing, only deliver later.
+    name: `Redis link +200 ms each way, ${NETWORK_FAULT_MS / 1000} s`,
+    inQuick: false,
+    proxied: true,
+    criteria: { ...STRICT, staysReady: true, recoverWithinMs: 5000 },
+    fault: async (bench) => {
+      bench.proxy.setLatency(200);
+      await sleep(NETWORK_FAULT_MS);
+      bench.proxy.setLatency(0);
+    },
+  },
+  {
+    // A partition that heals: sockets stay open and nothing answers, which only the self-check's
+    // probe can tell from a quiet Redis. What was held on the wire arrives once it heals.
+    name: `Redis link blackholed ${NETWORK_FAULT_MS / 1000} s`,
+    inQuick: true,
+    proxied: true,
+    criteria: { ...STRICT, detectWithinMs: 3000, recoverWithinMs: 5000 },
+    fault: async (bench) => {
+      bench.proxy.setBlackhole(true);
+      await sleep(NETWORK_FAULT_MS);
+      bench.proxy.setBlackhole(false);
+    },
+  },
+  {
+    // The replicas' sockets to Redis go dead without a word while Redis itself is fine and new
+    // connections work (a dropped NAT or conntrack entry): they must notice and reconnect.
+    name: 'Redis link: open connections silent for good',
+    inQuick: false,
+    proxied: true,
+    // The history connection is given up on after its PING goes unanswered for 10 s (a long
+    // read may hold it that long), and its socket 2 s later (ioredis waits that long for the FIN
+    // that never comes back): streams catch up only after that.
+    criteria: { ...STRICT, detectWithinMs: 3000, recoverWithinMs: 20_000 },
+    fault: async (bench) => {
+      bench.proxy.silenceOpenConnections();
+    },
+  },
+  {
+    // Every connection to Redis reset, and every reconnect for 3 s after: a flapping link, not
+    // one blip (which the CLIENT KILL row covers).
+    name: 'Redis link reset, reconnects reset for 3 s',
+    inQuick: false,
+    proxied: true,
+    criteria: { ...STRICT, recoverWithinMs: 5000 },
+    fault: async (bench) => {
+      bench.proxy.reset(3000);
+      await sleep(3000);
+    },
+  },
+  {
     name: 'replica SIGKILL under load',
     inQuick: true,
     criteria: STRICT,
@@ -148,6 +206,44 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
+    // A crash as clients see it: every backend killed, no checkpoint; the WAL keeps every
+    // committed row, so nothing acknowledged may be missing.
+    name: 'Postgres outbox: restart (immediate stop)',
+    inQuick: true,
+    topology: 'postgres',
+    criteria: { ...STRICT, detectWithinMs: 3000, recoverWithinMs: 10_000 },
+    fault: async (bench) => {
+      await bench.postgres.stop('immediate');
+      await bench.postgres.start();
+    },
+  },
+  {
+    // The reader only reads below the oldest running transaction (rows commit out of id order),
+    // so a session idle in a transaction that holds an xid stalls every replica's delivery, while
+    // publishes still commit. When it ends, everything held must arrive, once.
+    name: `Postgres outbox: idle in transaction ${NETWORK_FAULT_MS / 1000} s`,
+    inQuick: false,
+    topology: 'postgres',
+    // Readiness says whether a replica can serve, not how far behind the outbox is (the lag metric does).
+    criteria: { ...STRICT, staysReady: true, recoverWithinMs: 5000 },
+    fault: async (bench) => {
+      const session = await connectPg(bench.postgres.url);
+      try {
+        await session.query('BEGIN');
+        await session.query('SELECT pg_current_xact_id()');
+        // What committed before the xid was taken is read within the first second; after that
+        // nothing may arrive, or the session did not stall the outbox and the row proves nothing.
+        await sleep(1000);
+        const held = bench.delivered();
+        await sleep(NETWORK_FAULT_MS - 1000);
+        if (bench.delivered() !== held) throw new Error('delivery went on behind the open transaction');
+        await session.query('COMMIT');
+      } finally {
+        await session.end();
+      }
+    },
+  },
+  {
     name: 'rolling restart of all replicas',
     inQuick: false,
     criteria: STRICT,
@@ -173,6 +269,7 @@ describe('fault suite', () => {
         users: 20,
         persistence: scenario.persistence,
         topology: scenario.topology,
+        proxied: scenario.proxied,
       });
       try {
         const row = await bench.run(scenario.name, scenario.criteria, () => scenario.fault(bench));
@@ -210,7 +307,9 @@ function faultsMarkdown(table: string): string {
 
 The latest full run of \`FAULTS_WRITE=1 npm run faults\` on ${new Date().toISOString().slice(0, 10)}: two replicas on a
 Redis of their own (started by the suite; the Cluster scenarios run three replicas on a cluster of three primaries
-with a replica each, the Sentinel one two replicas on a primary, a replica and three sentinels), 20 users each holding one \`/api/v1/stream/agui\` stream through a
+with a replica each, the Sentinel one two replicas on a primary, a replica and three sentinels; the \`Redis link\` rows put
+a TCP proxy the suite controls, test/helpers/tcp-proxy.ts, between the replicas and Redis; the \`Postgres outbox\` rows
+run the replicas on the Postgres outbox transport, on a Postgres cluster of their own), 20 users each holding one \`/api/v1/stream/agui\` stream through a
 client that reconnects to any live replica with \`Last-Event-ID\` (as a browser behind a balancer does), and a
 publisher sending 50 events/s through the webhooks (a \`service\` token), to whichever replica answers.
 
@@ -224,7 +323,10 @@ publisher sending 50 events/s through the webhooks (a \`service\` token), to whi
 - **PASS**: no duplicate; no loss (where the store itself lost data, FLUSHALL and a restart without
   persistence, or cannot prove it kept all of it, a restart with AOF, which starts every user's history in
   a new epoch, a loss is allowed only if the stream got a \`reset\`); recovery within 15 s; every replica's
-  RSS under 400 MB, unless the scenario states its own bound.
+  RSS under 400 MB, unless the scenario states its own bound. Where a fault leaves a replica unable to serve (a freeze, a black hole, silent connections, a
+  Postgres restart) it must also report not ready within 3 s; after a network fault that heals and after an outbox
+  stall, recovery must take under 5 s, after a Postgres restart under 10 s, after connections that went silent for good
+  under 20 s (the history connection is given up on after 10 s without an answer to its PING).
 - **notes**: what a scenario measured besides the columns, and the bounds it was held to.
 
 The last five rows load the same bench rather than break a dependency; their own streams (held by a
@@ -255,13 +357,11 @@ separate client process) are counted in the columns with the bench's:
   most the quota accepted across both replicas, the rest answered 429, and the steady load's webhook p99
   under 50 ms.
 
-CI runs \`FAULTS=quick npm run faults\` (a 4 s freeze, CLIENT KILL, replica SIGKILL, the Cluster and Sentinel
-scenarios, the output buffer overflow, and the reconnect storm with 1,000 streams) on every change.
+CI runs \`FAULTS=quick npm run faults\` (a 4 s freeze, CLIENT KILL, a 4 s black hole between the replicas and
+Redis, replica SIGKILL, the Cluster and Sentinel scenarios, a Postgres restart, the output buffer overflow, and
+the reconnect storm with 1,000 streams) on every change.
 
 ${table}
-
-Not in the suite yet: network faults through a controlled TCP proxy, Postgres restart and idle-in-transaction
-(covered by test/integration/postgres-restart.test.ts).
 
 ${soakMarkdown(readSoakResult())}`;
 }

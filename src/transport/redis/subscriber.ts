@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { HubLogger } from '../../log';
 import { keySlot } from './slot';
+import { answerOrClose } from './unanswered';
 
 /** Channels per SSUBSCRIBE / SUNSUBSCRIBE: a reconnect with many users is sent in a few commands, not one each. */
 const BATCH_CHANNELS = 500;
@@ -122,10 +123,11 @@ export class ChannelSubscriber {
     try {
       for (const batch of this.batches(unsubscribe)) {
         for (const channel of batch) this.active.delete(channel);
-        await this.connection.sunsubscribe(...batch);
+        await answerOrClose(this.connection, this.connection.sunsubscribe(...batch));
       }
+      // A batch its connection dropped unanswered must fail, or every later flush waits behind it.
       for (const batch of this.batches(subscribe.filter((channel) => this.wanted.has(channel)))) {
-        await this.connection.ssubscribe(...batch);
+        await answerOrClose(this.connection, this.connection.ssubscribe(...batch));
         for (const channel of batch) this.active.add(channel);
       }
     } catch (err) {

@@ -8,6 +8,7 @@ import { PUBLISHER_CONNECTION_OPTIONS, RedisEvents, type BatchItem } from './eve
 import { DEFAULT_HISTORY_SETTINGS, type HistorySettings, userKeys } from './library';
 import { ChannelSubscriber } from './subscriber';
 import { keySlot, SLOT_COUNT } from './slot';
+import { answerOrClose } from './unanswered';
 import { admitEnvelope, isRejectedMessage } from '../../wire/envelope';
 import { peekEnvelopeUserId } from '../../wire/peek-user-id';
 import { admitUserRecords } from '../../wire/user-records';
@@ -407,11 +408,13 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
   async readHistory(userId: string, after: EventId | undefined, query: HistoryQuery): Promise<HistoryRead> {
     // After an outage the subscriber may be back before the connection history is read through.
     await this.historyReaderReady(READ_WAIT_MS);
-    const call = this.history.readHistory(userId, after, query);
+    // Over when Redis answers, or when the connection it went out on closes (nothing will answer it then).
+    const call = answerOrClose(this.historyReader, this.history.readHistory(userId, after, query));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        // Redis still runs a command whose answer nobody waits for; the caller learns when it is done.
+        // Redis still runs a command whose answer nobody waits for; the caller learns when it is
+        // done (answered, or its connection closed).
         const settled = call.then(
           () => undefined,
           () => undefined,
@@ -564,7 +567,9 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
       timer = setTimeout(() => reject(new Error('timeout')), timeoutMs);
     });
     try {
-      await Promise.race([connection.ping(), timedOut]);
+      // A PING its connection dropped fails at the close, while the connection is not ready: a
+      // PING sent on a dead socket must not time out later and drop the fresh one that replaced it.
+      await Promise.race([answerOrClose(connection, connection.ping()), timedOut]);
     } catch {
       // Dropping the connection also fails the commands still waiting on it, reads given up on included.
       if (!this.closing && connection.status === 'ready') {
