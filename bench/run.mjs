@@ -108,9 +108,7 @@ async function main() {
   if (Object.keys(opts.ssehubEnv).length) log(`  ssehub environment: ${JSON.stringify(opts.ssehubEnv)}`);
   for (const id of scenarioIds) {
     const s = table[id];
-    log(
-      `  ${id}: ${s.users} users x ${s.connsPerUser} conn, ${s.idle ? 'idle' : s.rate ? `${s.rate} events/s for ${s.durationS} s` : `${s.events} events as fast as possible`}`,
-    );
+    log(`  ${id}: ${s.users} users x ${s.connsPerUser} conn, ${describeLoad(s)}`);
   }
 
   /** @type {any[]} */
@@ -210,6 +208,13 @@ async function main() {
   process.exitCode = broken ? 1 : 0;
 }
 
+/** What a scenario publishes, in words. @param {import('./load/coordinator.mjs').Scenario} s */
+function describeLoad(s) {
+  if (s.idle) return 'idle';
+  if (s.stormEventsPerUser) return `${s.stormEventsPerUser} events per user while the streams are away`;
+  return s.rate ? `${s.rate} events/s for ${s.durationS} s` : `${s.events} events as fast as possible`;
+}
+
 /** @param {{mode: string, info: Record<string, string>, scenarios: Record<string, any>, results: any[], checks: string[], date: string}} r */
 function markdown({ mode, info, scenarios, results, checks, date }) {
   const lines = [
@@ -232,8 +237,7 @@ function markdown({ mode, info, scenarios, results, checks, date }) {
     '## Scenarios',
     '',
     ...Object.entries(scenarios).map(
-      ([id, s]) =>
-        `- **${id}** ${s.title} (this run: ${s.users} users x ${s.connsPerUser}, ${s.idle ? 'idle' : s.rate ? `${s.rate}/s for ${s.durationS} s` : `${s.events} events`})`,
+      ([id, s]) => `- **${id}** ${s.title} (this run: ${s.users} users x ${s.connsPerUser}, ${describeLoad(s)})`,
     ),
     '',
     '## Results',
