@@ -39,7 +39,7 @@
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { resolve } from 'node:path';
-import { Peer } from './load/coordinator.mjs';
+import { Peer, untilDelivered } from './load/coordinator.mjs';
 import { freePort, machineCpu, procSample, sleep } from './lib/procs.mjs';
 import { BENCH_SECRET, SSEHUB_MAIN, startNodeServer, startRedis } from './lib/targets.mjs';
 
@@ -234,17 +234,7 @@ async function runReplicas(replicas, opts, users) {
       );
       const expected = /** @type {number[]} */ (pub.perUser);
       const expectedTotal = expected.reduce((a, b) => a + b, 0);
-      let last = -1;
-      let lastChange = Date.now();
-      for (;;) {
-        const delivered = workers.reduce((n, w) => n + w.progress.delivered, 0);
-        if (delivered >= expectedTotal) break;
-        if (delivered !== last) {
-          last = delivered;
-          lastChange = Date.now();
-        } else if (Date.now() - lastChange > IDLE_TIMEOUT_MS) break;
-        await sleep(20);
-      }
+      await untilDelivered(workers, expectedTotal, IDLE_TIMEOUT_MS, 20);
       const cpu1 = pids.map((pid) => procSample(pid).cpuUs);
       const redisCpu1 = procSample(redis.pid).cpuUs;
       const machine1 = machineCpu();

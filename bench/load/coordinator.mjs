@@ -108,6 +108,26 @@ export class Peer {
   }
 }
 
+/**
+ * Waits until the workers report every expected delivery, nothing more arrived for
+ * `idleTimeoutMs`, or 10 minutes passed.
+ * @param {Peer[]} workers @param {number} expectedTotal @param {number} idleTimeoutMs @param {number} pollMs
+ */
+export async function untilDelivered(workers, expectedTotal, idleTimeoutMs, pollMs) {
+  let last = -1;
+  let lastChange = Date.now();
+  const hardDeadline = Date.now() + 600_000;
+  for (;;) {
+    const delivered = workers.reduce((n, w) => n + w.progress.delivered, 0);
+    if (delivered >= expectedTotal) return;
+    if (delivered !== last) {
+      last = delivered;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > idleTimeoutMs || Date.now() > hardDeadline) return;
+    await sleep(pollMs);
+  }
+}
+
 function serviceToken() {
   return new SignJWT({ sub: 'bench-publisher', roles: ['service'] })
     .setProtectedHeader({ alg: 'HS256' })
@@ -181,17 +201,7 @@ async function reconnectStorm(run, workers, publisher, users, scenario, io) {
   );
   const reopened = await reopening;
   const allOpenMs = Date.now() - started;
-  let last = -1;
-  let lastChange = Date.now();
-  for (;;) {
-    const delivered = workers.reduce((n, w) => n + w.progress.delivered, 0);
-    if (delivered >= expectedTotal) break;
-    if (delivered !== last) {
-      last = delivered;
-      lastChange = Date.now();
-    } else if (Date.now() - lastChange > scenario.idleTimeoutMs) break;
-    await sleep(20);
-  }
+  await untilDelivered(workers, expectedTotal, scenario.idleTimeoutMs, 20);
   const stormMs = Date.now() - started;
   const cpu1 = procSum(run.serverPids()).cpuUs;
   const redisCpu1 = procSum([run.redisPid]).cpuUs;
@@ -414,19 +424,7 @@ export async function runScenario(target, scenario, io) {
     let expectedTotal = 0;
     for (const w of perWorker) for (const spec of w) expectedTotal += expected[spec.userIndex] ?? 0;
 
-    // Wait for every delivery, or until nothing arrives for idleTimeoutMs.
-    let last = -1;
-    let lastChange = Date.now();
-    const hardDeadline = Date.now() + 600_000;
-    for (;;) {
-      const delivered = workers.reduce((n, w) => n + w.progress.delivered, 0);
-      if (delivered >= expectedTotal) break;
-      if (delivered !== last) {
-        last = delivered;
-        lastChange = Date.now();
-      } else if (Date.now() - lastChange > scenario.idleTimeoutMs || Date.now() > hardDeadline) break;
-      await sleep(50);
-    }
+    await untilDelivered(workers, expectedTotal, scenario.idleTimeoutMs, 50);
     // Let the last progress messages and any stragglers (duplicates) land.
     await sleep(Math.min(300, scenario.settleMs));
     const cpu1 = procSum(run.serverPids());
