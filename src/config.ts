@@ -2,6 +2,7 @@ import type { RedisAddress } from './transport/redis/transport';
 import { readFileSync } from 'node:fs';
 import { JWT_DEFAULTS } from './auth/jwt';
 import { LIMIT_NAMES, LIMIT_SPECS, crossLimitProblems, type HubLimits, type LimitSpec } from './limits';
+import { MIN_HS256_SECRET_BYTES } from './auth/hs256';
 
 export type TransportKind = 'memory' | 'redis' | 'postgres';
 
@@ -233,8 +234,8 @@ export function loadConfig(env: Env = process.env): Config {
   if (keySources.length > 1) {
     problems.push('set exactly one of SSEHUB_JWT_SECRET, SSEHUB_JWT_PUBLIC_KEY(_FILE), SSEHUB_JWT_JWKS_URL');
   }
-  if (jwt.secret !== undefined && Buffer.byteLength(jwt.secret) < 32) {
-    problems.push('SSEHUB_JWT_SECRET must be at least 32 bytes (HS256 needs a 256-bit key)');
+  if (jwt.secret !== undefined && Buffer.byteLength(jwt.secret) < MIN_HS256_SECRET_BYTES) {
+    problems.push(`SSEHUB_JWT_SECRET must be at least ${MIN_HS256_SECRET_BYTES} bytes (HS256 needs a 256-bit key)`);
   }
   if (jwt.jwksUrl !== undefined && !/^https?:\/\//.test(jwt.jwksUrl)) {
     problems.push('SSEHUB_JWT_JWKS_URL must be an http(s) URL');

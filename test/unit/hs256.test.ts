@@ -2,6 +2,7 @@ import { createHmac, createSecretKey } from 'node:crypto';
 import { jwtVerify } from 'jose';
 import { AuthError } from '../../src/auth/auth-error';
 import { Hs256Verifier, type JwtClaims } from '../../src/auth/hs256';
+import { jwtVerifier } from '../../src/auth/jwt';
 import { TEST_SECRET } from '../helpers/tokens';
 
 /**
@@ -103,6 +104,16 @@ const SAME_ANSWER: Array<[string, () => string, Claims?]> = [
   ['a payload that is a number', () => signed(json({ alg: 'HS256' }), json(42))],
   ['a payload that is not UTF-8', () => signed(json({ alg: 'HS256' }), b64(Buffer.from([0x7b, 0xff, 0x7d])))],
   ['base64 (not base64url) characters', () => signed(json({ alg: 'HS256' }), `${json(valid())}+/`)],
+  ['a header of 4k+1 characters', () => signed(`${json({ alg: 'HS256' })}A`, json(valid()))],
+  [
+    'a signature in characters whose low bytes spell it',
+    () => {
+      const jwt = token(valid());
+      const dot = jwt.lastIndexOf('.');
+      const wide = [...jwt.slice(dot + 1)].map((c) => String.fromCharCode(0x100 + c.charCodeAt(0))).join('');
+      return `${jwt.slice(0, dot + 1)}${wide}`;
+    },
+  ],
   ['an unknown critical extension', () => token(valid(), { alg: 'HS256', crit: ['exp'], exp: 1 })],
   ['an unencoded payload (b64: false)', () => token(valid(), { alg: 'HS256', crit: ['b64'], b64: false })],
   ['b64: false without crit (ignored)', () => token(valid(), { alg: 'HS256', b64: false })],
@@ -138,6 +149,13 @@ describe('HS256 tokens checked without jose', () => {
     const jwt = make();
     expect(await joseAnswer(jwt, {})).toHaveProperty('accepted');
     expect(hubAnswer(jwt, {})).toEqual({ refused: 'invalid' });
+  });
+
+  it('refuses to be built on a secret shorter than 256 bits, with which anyone could sign', () => {
+    for (const secret of [Buffer.alloc(0), Buffer.alloc(31, 1)]) {
+      expect(() => new Hs256Verifier(createSecretKey(secret), { clockToleranceSec: 0 })).toThrow('at least 32 bytes');
+    }
+    expect(() => jwtVerifier({ secret: '' })).toThrow('at least 32 bytes');
   });
 
   it('accepts a token only with a valid MAC over exactly the bytes sent', () => {
