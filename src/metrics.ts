@@ -103,7 +103,7 @@ export class HubMetrics implements CatchUpMetrics, TransportMetrics {
     });
     new Gauge({
       name: `${prefix}ssehub_outbound_buffered_bytes`,
-      help: 'Bytes queued in this replica towards its clients: frames waiting for slow sockets and live frames held behind replays (bounded by SSEHUB_OUTBOUND_MAX_BYTES)',
+      help: 'Bytes queued in this replica towards its clients: frames waiting for slow sockets and live frames held behind replays (bounded by SSEHUB_OUTBOUND_MAX_BYTES; the chunk a congested socket holds in Node is not counted)',
       registers,
       collect() {
         this.set(sources.outboundBytes());

@@ -10,8 +10,9 @@ export interface QueueingStream {
  * Bytes a replica queues in user space towards all its clients: each stream's frames waiting for
  * its socket and the live frames held behind its replay. Streams report what they add and take
  * off, so the total is kept as they go; only when it passes the capacity are the queueing streams
- * looked at, and the furthest behind (most bytes queued) cut until the total fits again. Their
- * clients resume with Last-Event-ID.
+ * looked at, and the furthest behind (most bytes queued) cut until the total is back under
+ * seven eighths of it: the room left means the next frames do not each pass it again, and sort
+ * the queueing streams again, while many readers stall. Their clients resume with Last-Event-ID.
  */
 export class OutboundBudget {
   private total = 0;
@@ -44,9 +45,10 @@ export class OutboundBudget {
   private cutFurthestBehind(): void {
     this.cutting = true;
     try {
+      const lowWater = this.capacity - Math.floor(this.capacity / 8);
       const byBacklog = [...this.queueing].sort((a, b) => b.queuedBytes - a.queuedBytes);
       for (const stream of byBacklog) {
-        if (this.total <= this.capacity) return;
+        if (this.total <= lowWater) return;
         stream.cutAsSlow();
         this.onCut();
       }

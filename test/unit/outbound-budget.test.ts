@@ -85,7 +85,7 @@ describe('the outbound budget of a replica', () => {
     expect(budget.bytes).toBe(0);
   });
 
-  it('past its capacity, cuts the streams furthest behind first, only until the total fits again', async () => {
+  it('past its capacity, cuts the streams furthest behind first, until the total is back under seven eighths of it', async () => {
     const { budget, closed, stalled, cuts } = replica(1000);
     const small = await stalled('small');
     const middle = await stalled('middle');
