@@ -65,7 +65,13 @@ const READ_WAIT_MS = 2000;
 const HISTORY_READ_TIMEOUT_MS = 10_000;
 const DEFAULT_CHANNEL_PREFIX = 'ssehub';
 const SELF_CHECK_INTERVAL_MS = 1000;
+/** How many more timeouts a probe is waited for while its subscriber keeps reading messages. */
+const MAX_PROBE_WAITS_WHILE_READING = 30;
 const RELEASE_DELAY_MS = 5000;
+
+function timeoutAfter(ms: number): Promise<'timeout'> {
+  return new Promise((resolve) => setTimeout(resolve, ms, 'timeout').unref());
+}
 
 /** Exponential reconnect backoff, capped so a restarted Redis is picked up within two seconds. */
 function reconnectDelay(attempt: number): number {
@@ -95,6 +101,8 @@ interface Shard {
   clientId: string | undefined;
   probing: boolean;
   probe: { sequence: string; heard: () => void } | undefined;
+  /** Messages read off this shard's subscriber so far: a self-check tells a busy reader from a dead one by it. */
+  messagesRead: number;
 }
 
 /**
@@ -252,6 +260,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
       clientId: undefined,
       probing: false,
       probe: undefined,
+      messagesRead: 0,
     };
     this.shards.set(key, shard);
     connection.on('error', (err: Error) => this.log.warn({ err, shard: key }, 'redis subscriber error'));
@@ -259,8 +268,14 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     connection.on('close', () => this.markDown(shard, 'connection closed'));
     // A slot of this shard moved away: Redis dropped its channels with a bare SUNSUBSCRIBE.
     connection.on('moved', () => this.refreshTopology());
-    connection.on('smessageBuffer', (channel: Buffer, message: Buffer) => this.userMessage(shard, channel, message));
-    connection.on('messageBuffer', (channel: Buffer, message: Buffer) => this.kindMessage(channel, message));
+    connection.on('smessageBuffer', (channel: Buffer, message: Buffer) => {
+      shard.messagesRead++;
+      this.userMessage(shard, channel, message);
+    });
+    connection.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+      shard.messagesRead++;
+      this.kindMessage(channel, message);
+    });
     if (this.handler)
       connection.connect().catch((err: Error) => this.log.warn({ err }, 'redis subscriber not connected yet'));
     return shard;
@@ -630,12 +645,24 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
+    let read = shard.messagesRead;
     try {
       const sent = this.publisher.spublish(shard.probeChannel, sequence).then(
         (receivers) => (receivers === 0 ? ('unsubscribed' as const) : heard),
         () => 'timeout' as const,
       );
       let outcome: string = await Promise.race([heard, timedOut, sent]);
+      // A burst queued in Redis ahead of the probe keeps the subscriber reading for longer than
+      // the timeout: while messages keep coming it is behind, not lost (a reconnect would throw the
+      // queued messages away, and plain PUBLISHes have no history to bring them back).
+      for (
+        let waits = 0;
+        outcome === 'timeout' && shard.messagesRead !== read && waits < MAX_PROBE_WAITS_WHILE_READING;
+        waits++
+      ) {
+        read = shard.messagesRead;
+        outcome = await Promise.race([heard, timeoutAfter(timeoutMs)]);
+      }
       if (outcome === 'timeout') {
         // A replica too busy to run its timers on time runs them before reading its sockets: let
         // what arrived meanwhile be read before calling the probe lost.

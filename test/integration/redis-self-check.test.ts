@@ -1,0 +1,75 @@
+import { Redis } from 'ioredis';
+import { uniquePrefix } from '../helpers/hub-process';
+import { ignoringHandler } from '../helpers/embedded-hub';
+import { OwnRedis } from '../helpers/redis-server';
+import { until } from '../helpers/wait';
+import { RedisTransport } from '../../src/transport/redis/transport';
+
+const PROBE_INTERVAL_MS = 50;
+const BURST = 4000;
+/** What each event costs the slow reader: the burst takes about 4,000 x 0.1 ms = 400 ms to read, eight probe timeouts. */
+const READ_COST_MS = 0.1;
+
+function busyFor(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // A replica whose CPU is taken by the burst itself.
+  }
+}
+
+/**
+ * The self-check's probe goes to Redis behind whatever is queued for the subscriber. A burst
+ * that takes longer to read than the probe's timeout must leave the subscriber alone while it is
+ * still reading: a reconnect would throw away every queued message, and plain PUBLISHes on the
+ * kind channels have no history to bring them back.
+ */
+describe('the Redis self-check under a burst', () => {
+  let redis: OwnRedis;
+
+  beforeAll(async () => {
+    redis = await OwnRedis.start();
+  });
+
+  afterAll(async () => {
+    await redis.destroy();
+  });
+
+  it('waits for a probe queued behind a burst the subscriber is still reading, and loses none of it', async () => {
+    const prefix = uniquePrefix();
+    let received = 0;
+    let selfCheckFailures = 0;
+    const handler = ignoringHandler();
+    const transport = new RedisTransport({
+      url: redis.url,
+      channelPrefix: prefix,
+      selfCheckIntervalMs: PROBE_INTERVAL_MS,
+      history: { historyMax: 100, historyTtlMs: 60_000, maxEventBytes: 65_536 },
+    });
+    await transport.start({
+      ...handler,
+      event: () => {
+        busyFor(READ_COST_MS);
+        received++;
+      },
+      metrics: { ...handler.metrics, selfCheckFailed: () => selfCheckFailures++ },
+    });
+    const publisher = new Redis(redis.url);
+    try {
+      await until(() => transport.isListening(), 5000, 'the subscription');
+      // One transaction: Redis queues the whole burst for the subscriber before any later probe.
+      const burst = publisher.multi();
+      for (let i = 0; i < BURST; i++) {
+        burst.publish(`${prefix}:agui`, JSON.stringify({ user_id: 'reader', event: { type: 'DELTA', i } }));
+      }
+      await burst.exec();
+      await until(() => received === BURST, 10_000, 'every event of the burst');
+      // Two more probe rounds after the burst: the subscriber was never taken for lost.
+      await new Promise((resolve) => setTimeout(resolve, 3 * PROBE_INTERVAL_MS));
+      expect(selfCheckFailures).toBe(0);
+      expect(transport.isListening()).toBe(true);
+    } finally {
+      publisher.disconnect();
+      await transport.close();
+    }
+  });
+});
