@@ -66,9 +66,24 @@ export class ChannelSubscriber {
 
   /** Every wanted channel again, on a fresh connection, in batches. */
   async subscribeAll(extra: readonly string[]): Promise<void> {
+    const kept = new Set(extra);
     for (const batch of this.batches([...extra, ...this.wanted])) {
       await this.connection.ssubscribe(...batch);
-      for (const channel of batch) this.active.add(channel);
+      this.confirm(batch, kept);
+    }
+  }
+
+  /**
+   * Records channels Redis confirmed. One released while its SSUBSCRIBE was on the way is held by
+   * Redis now all the same: it is unsubscribed again, or it would stay subscribed for good.
+   */
+  private confirm(batch: readonly string[], kept?: ReadonlySet<string>): void {
+    for (const channel of batch) {
+      this.active.add(channel);
+      if (!this.wanted.has(channel) && !kept?.has(channel)) {
+        this.toUnsubscribe.add(channel);
+        void this.schedule();
+      }
     }
   }
 
@@ -128,7 +143,7 @@ export class ChannelSubscriber {
       // A batch its connection dropped unanswered must fail, or every later flush waits behind it.
       for (const batch of this.batches(subscribe.filter((channel) => this.wanted.has(channel)))) {
         await answerOrClose(this.connection, this.connection.ssubscribe(...batch));
-        for (const channel of batch) this.active.add(channel);
+        this.confirm(batch);
       }
     } catch (err) {
       // A channel that is not subscribed now must not look subscribed: a fresh connection sends
