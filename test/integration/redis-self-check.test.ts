@@ -3,6 +3,7 @@ import { uniquePrefix } from '../helpers/hub-process';
 import { ignoringHandler } from '../helpers/embedded-hub';
 import { OwnRedis } from '../helpers/redis-server';
 import { until } from '../helpers/wait';
+import { DEFAULT_HISTORY_SETTINGS, redisLibrary } from '../../src/transport/redis/library';
 import { RedisTransport } from '../../src/transport/redis/transport';
 
 const PROBE_INTERVAL_MS = 50;
@@ -18,12 +19,13 @@ function busyFor(ms: number): void {
 }
 
 /**
- * The self-check's probe goes to Redis behind whatever is queued for the subscriber. A burst
- * that takes longer to read than the probe's timeout must leave the subscriber alone while it is
- * still reading: a reconnect would throw away every queued message, and plain PUBLISHes on the
- * kind channels have no history to bring them back.
+ * What a replica checks every second beside its subscription. The probe goes to Redis behind
+ * whatever is queued for the subscriber: a burst that takes longer to read than the probe's
+ * timeout must leave the subscriber alone while it is still reading (a reconnect would throw away
+ * every queued message, and plain PUBLISHes on the kind channels have no history to bring them
+ * back). And the function library must hold the deployment's limits, whoever replaced it.
  */
-describe('the Redis self-check under a burst', () => {
+describe('the Redis self-check', () => {
   let redis: OwnRedis;
 
   beforeAll(async () => {
@@ -32,6 +34,41 @@ describe('the Redis self-check under a burst', () => {
 
   afterAll(async () => {
     await redis.destroy();
+  });
+
+  it("puts its limits back within a check when another deployment's load left them out", async () => {
+    const prefix = uniquePrefix();
+    const transport = new RedisTransport({
+      url: redis.url,
+      channelPrefix: prefix,
+      selfCheckIntervalMs: PROBE_INTERVAL_MS,
+      history: { historyMax: 100, historyTtlMs: 60_000, maxEventBytes: 65_536 },
+    });
+    await transport.start(ignoringHandler());
+    const backend = new Redis(redis.url);
+    const publish = (): Promise<unknown> =>
+      backend.call('FCALL', 'ssehub_publish', '0', 'agui', 'someone', '{"type":"X"}', prefix);
+    try {
+      await until(() => transport.isListening(), 5000, 'the subscription');
+      await publish();
+      // FUNCTION LOAD replaces the whole library: a replica of another deployment, loading at the
+      // same moment as this one, writes a library without this deployment's limits.
+      await backend.call('FUNCTION', 'LOAD', 'REPLACE', redisLibrary(new Map([['other', DEFAULT_HISTORY_SETTINGS]])));
+      await expect(publish()).rejects.toThrow(/no limits loaded for prefix/);
+      // A backend publishing with FCALL is not left failing until a replica publishes by itself.
+      await until(
+        () =>
+          publish().then(
+            () => true,
+            () => false,
+          ),
+        2000,
+        'the library to hold this deployment again',
+      );
+    } finally {
+      backend.disconnect();
+      await transport.close();
+    }
   });
 
   it('waits for a probe queued behind a burst the subscriber is still reading, and loses none of it', async () => {

@@ -125,9 +125,23 @@ export class RedisEvents {
    * limits of other deployments on the same Redis (other prefixes) are kept.
    */
   async prepare(): Promise<void> {
+    await this.load(false);
+  }
+
+  /**
+   * Loads the library only where it is missing, older, or without this deployment: what the
+   * periodic check asks, so replicas that disagree on limits do not take turns replacing it.
+   */
+  async ensureLoaded(): Promise<void> {
+    await this.load(true);
+  }
+
+  private async load(onlyIfMissing: boolean): Promise<void> {
     const loaded = await this.loadedLibrary();
     const own = this.options.settings;
     const present = loaded?.settings.get(this.prefix);
+    // A newer library is a rolling upgrade's: the replica that loaded it answers for it.
+    if (onlyIfMissing && loaded && (loaded.version > LIBRARY_VERSION || present !== undefined)) return;
     if (loaded && loaded.version > LIBRARY_VERSION) {
       // A newer replica of a rolling upgrade loaded it; its functions keep this version's forms.
       if (present === undefined)

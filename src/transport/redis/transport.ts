@@ -141,6 +141,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
   private subscribedBefore = false;
   private closing = false;
   private timer: NodeJS.Timeout | undefined;
+  private libraryCheck: Promise<void> | undefined;
 
   constructor(private readonly options: RedisTransportOptions) {
     this.log = (options.logger ?? NOOP_LOGGER).child({ component: 'redis-transport' });
@@ -376,8 +377,25 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
         void this.probeCommandConnection(this.historyReader as Redis, 'history reader', HISTORY_READ_TIMEOUT_MS);
       }
       this.releaseIdle();
+      this.keepLibrary();
     }, interval);
     this.timer.unref();
+  }
+
+  /**
+   * Makes sure the function library still holds this deployment's limits, once per self-check.
+   * Replicas of two deployments loading it at the same moment can each write their own view of it
+   * (FUNCTION LOAD replaces the whole library), and a FUNCTION DELETE removes it: a replica's own
+   * publishes reload it when they find it missing, but a backend's FCALL would fail until then.
+   */
+  private keepLibrary(): void {
+    if (this.libraryCheck !== undefined || this.closing || this.publisher.status !== 'ready') return;
+    this.libraryCheck = this.events
+      .ensureLoaded()
+      .catch((err: Error) => this.log.warn({ err }, 'checking the ssehub Redis functions failed'))
+      .finally(() => {
+        this.libraryCheck = undefined;
+      });
   }
 
   /**
