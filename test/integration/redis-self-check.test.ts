@@ -36,14 +36,18 @@ describe('the Redis self-check', () => {
     await redis.destroy();
   });
 
-  it("puts its limits back within a check when another deployment's load left them out", async () => {
-    const prefix = uniquePrefix();
-    const transport = new RedisTransport({
+  /** A transport on the suite's Redis whose self-check runs every PROBE_INTERVAL_MS. */
+  const checkingTransport = (prefix: string): RedisTransport =>
+    new RedisTransport({
       url: redis.url,
       channelPrefix: prefix,
       selfCheckIntervalMs: PROBE_INTERVAL_MS,
       history: { historyMax: 100, historyTtlMs: 60_000, maxEventBytes: 65_536 },
     });
+
+  it("puts its limits back within a check when another deployment's load left them out", async () => {
+    const prefix = uniquePrefix();
+    const transport = checkingTransport(prefix);
     await transport.start(ignoringHandler());
     const backend = new Redis(redis.url);
     const publish = (): Promise<unknown> =>
@@ -76,12 +80,7 @@ describe('the Redis self-check', () => {
     let received = 0;
     let selfCheckFailures = 0;
     const handler = ignoringHandler();
-    const transport = new RedisTransport({
-      url: redis.url,
-      channelPrefix: prefix,
-      selfCheckIntervalMs: PROBE_INTERVAL_MS,
-      history: { historyMax: 100, historyTtlMs: 60_000, maxEventBytes: 65_536 },
-    });
+    const transport = checkingTransport(prefix);
     await transport.start({
       ...handler,
       event: () => {
