@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { Publisher } from '../../src/publisher';
-import { userKeys } from '../../src/transport/redis/library';
+import { DEFAULT_HISTORY_SETTINGS, redisLibrary, userKeys } from '../../src/transport/redis/library';
 import { EventRejectedError, TransportUnavailableError } from '../../src/transport/transport';
 import { SHARED_REDIS_URL, metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedis } from '../helpers/redis-server';
@@ -1054,6 +1054,38 @@ describe('the Publisher API and FCALL', () => {
       expect(id).toEqual(expect.stringMatching(/^[0-9a-z]+:\d+-1$/));
       expect((await stream.waitForEvents(1, 10_000)).map((e) => [e.id, e.data])).toEqual([[id, '{"ok":true}']]);
       stream.close();
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it("waits for a replica to put the library back, and never writes the defaults over the deployment's limits", async () => {
+    const user = uid('reload');
+    const client = await strictClient(redis.url);
+    const limitsOf = async (of: string): Promise<string | undefined> => {
+      const [, settings] = (await client.call('FCALL_RO', 'ssehub_version', '0')) as [number, string];
+      return settings.split(';').find((entry) => entry.startsWith(`${of}=`));
+    };
+    try {
+      const own = await limitsOf(prefix);
+      expect(own).toMatch(new RegExp(`^${prefix}=4096,`));
+      // Another deployment's replica, loading at the same moment, wrote a library without this one.
+      await client.call('FUNCTION', 'LOAD', 'REPLACE', redisLibrary(new Map([['other', DEFAULT_HISTORY_SETTINGS]])));
+      const { id } = await publisher.publish('system', user, { type: 'AFTER_RELOAD' });
+      expect(parseId(id).seq).toBe(1);
+      expect(await limitsOf(prefix)).toBe(own);
+
+      // With no replica of its deployment connected, the publisher fails and loads nothing.
+      const orphan = uniquePrefix();
+      const lonely = await Publisher.connectRedis({ url: redis.url, channelPrefix: orphan });
+      try {
+        const refusal = await lonely.publish('system', user, { type: 'NOBODY' }).catch((err: unknown) => err);
+        expect(refusal).toBeInstanceOf(TransportUnavailableError);
+        expect((refusal as Error).message).toMatch(/no limits loaded for prefix/);
+      } finally {
+        await lonely.close();
+      }
+      expect(await limitsOf(orphan)).toBeUndefined();
     } finally {
       client.disconnect();
     }

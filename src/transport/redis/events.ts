@@ -10,7 +10,6 @@ import {
   QUOTA_FUNCTION,
   READ_HISTORY_FUNCTION,
   VERSION_FUNCTION,
-  DEFAULT_HISTORY_SETTINGS,
   parseSettings,
   redisLibrary,
   sameSettings,
@@ -65,9 +64,24 @@ function trimmed(event: Buffer): Buffer {
   return start === 0 && end === event.length ? event : event.subarray(start, end);
 }
 
+/**
+ * The library is missing (Redis restarted without persistence, FUNCTION DELETE) or holds no
+ * limits for this prefix (another deployment's replica loaded it at the same moment as ours).
+ */
+function isLibraryMissing(err: unknown): boolean {
+  return /Function not found|no limits loaded for prefix/i.test((err as Error).message ?? '');
+}
+
+/**
+ * How long a publisher without limits of its own waits for a replica to put the library back:
+ * replicas check for it every second (the Redis transport's self-check).
+ */
+export const LIBRARY_WAIT_MS = 3000;
+
 /** Redis errors that mean "not now" (connection, failover, memory) rather than "not this event". */
 function classify(err: unknown): Error {
   const message = (err as Error).message ?? String(err);
+  if (isLibraryMissing(err)) return new TransportUnavailableError(`redis: ${message}`, { cause: err });
   if (message.startsWith('ERR ssehub:')) return new EventRejectedError(message.slice('ERR ssehub: '.length));
   // Sent, but unanswered: unlike a refusal to send while disconnected, Redis may have run it.
   if (/timed out|Connection is closed/i.test(message)) {
@@ -94,7 +108,7 @@ const MAX_BATCH_BYTES = 1024 * 1024;
 export interface RedisEventsOptions {
   /**
    * Replicas own the library's settings and load their own over an older or differently set one;
-   * external publishers leave them alone and load the defaults only where none is loaded.
+   * external publishers never load it (they would write the defaults over the deployment's limits).
    */
   settings?: HistorySettings;
   /** Replicas that must hear back from this many Redis replicas before a publish counts (WAIT). */
@@ -106,9 +120,10 @@ export interface RedisEventsOptions {
 
 /**
  * Publishing with history, and history reads, over one ioredis connection (or cluster) through
- * the ssehub function library. The library is checked by `prepare()` on every connect and
- * loaded when missing or older; a call that finds it missing (Redis restarted without
- * persistence) loads it and retries once.
+ * the ssehub function library. A replica's (one given `settings`) checks the library with
+ * `prepare()` on every connect and loads it when missing, older or without its limits; a call
+ * that finds it missing (Redis restarted without persistence) loads it and retries once. A
+ * publisher's (no `settings`) never loads it and waits for a replica instead.
  */
 export class RedisEvents {
   /** Users with a publish on its way, and the events queued behind it. */
@@ -137,8 +152,10 @@ export class RedisEvents {
   }
 
   private async load(onlyIfMissing: boolean): Promise<void> {
-    const loaded = await this.loadedLibrary();
     const own = this.options.settings;
+    // Only a replica knows its deployment's limits; anything else loading would write the defaults in their place.
+    if (own === undefined) return;
+    const loaded = await this.loadedLibrary();
     const present = loaded?.settings.get(this.prefix);
     // A newer library is a rolling upgrade's: the replica that loaded it answers for it.
     if (onlyIfMissing && loaded && (loaded.version > LIBRARY_VERSION || present !== undefined)) return;
@@ -148,22 +165,17 @@ export class RedisEvents {
         this.options.log?.error({ prefix: this.prefix }, 'a newer ssehub library is loaded without this deployment');
       return;
     }
-    if (
-      loaded &&
-      loaded.version === LIBRARY_VERSION &&
-      present !== undefined &&
-      (own === undefined || sameSettings(present, own))
-    ) {
+    if (loaded && loaded.version === LIBRARY_VERSION && present !== undefined && sameSettings(present, own)) {
       return;
     }
-    if (present !== undefined && own !== undefined && !sameSettings(present, own)) {
+    if (present !== undefined && !sameSettings(present, own)) {
       this.options.log?.warn(
         { prefix: this.prefix, loaded: present, own },
         'the ssehub library held other limits for this prefix; loading this replica’s (every replica of a deployment must share one configuration)',
       );
     }
     const base = loaded?.version === LIBRARY_VERSION ? loaded.settings : new Map<string, HistorySettings>();
-    await this.loadLibrary(redisLibrary(withSettings(base, this.prefix, own ?? present ?? DEFAULT_HISTORY_SETTINGS)));
+    await this.loadLibrary(redisLibrary(withSettings(base, this.prefix, own)));
   }
 
   private async loadLibrary(source: string): Promise<void> {
@@ -339,14 +351,30 @@ export class RedisEvents {
     try {
       return await call();
     } catch (err) {
-      // Redis restarted without persistence, or another deployment's replica reloaded the library without ours.
-      if (!/Function not found|no limits loaded for prefix/i.test((err as Error).message ?? '')) throw classify(err);
+      if (!isLibraryMissing(err)) throw classify(err);
     }
+    if (this.options.settings === undefined) return this.afterReplicaLoads(call);
     try {
       await this.prepare();
       return await call();
     } catch (err) {
       throw classify(err);
+    }
+  }
+
+  /**
+   * A publisher does not know the deployment's limits: loading the library itself would write
+   * the defaults in their place. It waits for a replica to put them back instead.
+   */
+  private async afterReplicaLoads(call: () => Promise<Reply>): Promise<Reply> {
+    const deadline = Date.now() + LIBRARY_WAIT_MS;
+    for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 500)) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, Math.max(0, deadline - Date.now()))));
+      try {
+        return await call();
+      } catch (err) {
+        if (!isLibraryMissing(err) || Date.now() >= deadline) throw classify(err);
+      }
     }
   }
 }

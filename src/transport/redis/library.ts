@@ -117,7 +117,10 @@ export function redisLibrary(settings: LibrarySettings = new Map([['ssehub', DEF
   return `#!lua name=${LIBRARY_NAME}\n${body}`;
 }
 
-/** The library with the default limits for the default prefix (`ssehub`), for loading by hand. */
+/**
+ * The library with the default limits for the default prefix (`ssehub`) only. Loading it by hand
+ * drops every other deployment's limits from that Redis until their replicas' next check (1 s).
+ */
 export const REDIS_LIBRARY = redisLibrary();
 
 /**
