@@ -3,7 +3,8 @@ import { uniquePrefix } from '../helpers/hub-process';
 import { ignoringHandler } from '../helpers/embedded-hub';
 import { OwnRedis } from '../helpers/redis-server';
 import { until } from '../helpers/wait';
-import { DEFAULT_HISTORY_SETTINGS, redisLibrary } from '../../src/transport/redis/library';
+import { RedisEvents } from '../../src/transport/redis/events';
+import { DEFAULT_HISTORY_SETTINGS, parseSettings, redisLibrary } from '../../src/transport/redis/library';
 import { RedisTransport } from '../../src/transport/redis/transport';
 
 const PROBE_INTERVAL_MS = 50;
@@ -72,6 +73,23 @@ describe('the Redis self-check', () => {
     } finally {
       backend.disconnect();
       await transport.close();
+    }
+  });
+
+  it('leaves both deployments loaded when two load the library at the same moment', async () => {
+    const connection = new Redis(redis.url);
+    const deployments = [uniquePrefix(), uniquePrefix()];
+    try {
+      // On one connection both reads reach Redis before either load: each load leaves the other out.
+      await Promise.all(
+        deployments.map((prefix) =>
+          new RedisEvents(connection, prefix, { settings: DEFAULT_HISTORY_SETTINGS }).prepare(),
+        ),
+      );
+      const [, settings] = (await connection.call('FCALL_RO', 'ssehub_version', '0')) as [number, string];
+      expect(deployments.filter((prefix) => !parseSettings(settings).has(prefix))).toEqual([]);
+    } finally {
+      connection.disconnect();
     }
   });
 

@@ -100,6 +100,9 @@ interface QueuedEvent extends BatchItem {
   reject(err: unknown): void;
 }
 
+/** Times a replica looks again, right after it loaded the library, for a simultaneous load that left it out. */
+const RECHECKS_AFTER_LOAD = 3;
+
 /** Most events one batch call carries; a longer queue goes in several, in order. */
 const MAX_BATCH_EVENTS = 64;
 /** And at most this many event bytes (one event always goes, however large). */
@@ -152,21 +155,33 @@ export class RedisEvents {
   }
 
   private async load(onlyIfMissing: boolean): Promise<void> {
+    if (!(await this.loadOnce(onlyIfMissing))) return;
+    // FUNCTION LOAD replaces the whole library: a replica of another deployment that read it just
+    // before this load wrote its own copy without this deployment. Looking again a moment later
+    // (jittered, so two such replicas do not meet again) puts it back before backends notice.
+    for (let round = 1; round <= RECHECKS_AFTER_LOAD; round++) {
+      await new Promise((resolve) => setTimeout(resolve, (10 + Math.random() * 40) * round));
+      if (!(await this.loadOnce(true))) return;
+    }
+  }
+
+  /** Whether it loaded the library. */
+  private async loadOnce(onlyIfMissing: boolean): Promise<boolean> {
     const own = this.options.settings;
     // Only a replica knows its deployment's limits; anything else loading would write the defaults in their place.
-    if (own === undefined) return;
+    if (own === undefined) return false;
     const loaded = await this.loadedLibrary();
     const present = loaded?.settings.get(this.prefix);
     // A newer library is a rolling upgrade's: the replica that loaded it answers for it.
-    if (onlyIfMissing && loaded && (loaded.version > LIBRARY_VERSION || present !== undefined)) return;
+    if (onlyIfMissing && loaded && (loaded.version > LIBRARY_VERSION || present !== undefined)) return false;
     if (loaded && loaded.version > LIBRARY_VERSION) {
       // A newer replica of a rolling upgrade loaded it; its functions keep this version's forms.
       if (present === undefined)
         this.options.log?.error({ prefix: this.prefix }, 'a newer ssehub library is loaded without this deployment');
-      return;
+      return false;
     }
     if (loaded && loaded.version === LIBRARY_VERSION && present !== undefined && sameSettings(present, own)) {
-      return;
+      return false;
     }
     if (present !== undefined && !sameSettings(present, own)) {
       this.options.log?.warn(
@@ -176,6 +191,7 @@ export class RedisEvents {
     }
     const base = loaded?.version === LIBRARY_VERSION ? loaded.settings : new Map<string, HistorySettings>();
     await this.loadLibrary(redisLibrary(withSettings(base, this.prefix, own)));
+    return true;
   }
 
   private async loadLibrary(source: string): Promise<void> {
