@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import { uniquePrefix } from '../helpers/hub-process';
 import { ignoringHandler } from '../helpers/embedded-hub';
 import { OwnRedis } from '../helpers/redis-server';
+import { sleep } from '../helpers/sse-client';
 import { until } from '../helpers/wait';
 import { RedisEvents } from '../../src/transport/redis/events';
 import { DEFAULT_HISTORY_SETTINGS, parseSettings, redisLibrary } from '../../src/transport/redis/library';
@@ -38,9 +39,9 @@ describe('the Redis self-check', () => {
   });
 
   /** A transport on the suite's Redis whose self-check runs every PROBE_INTERVAL_MS. */
-  const checkingTransport = (prefix: string): RedisTransport =>
+  const checkingTransport = (prefix: string, url = redis.url): RedisTransport =>
     new RedisTransport({
-      url: redis.url,
+      url,
       channelPrefix: prefix,
       selfCheckIntervalMs: PROBE_INTERVAL_MS,
       history: { historyMax: 100, historyTtlMs: 60_000, maxEventBytes: 65_536 },
@@ -72,6 +73,27 @@ describe('the Redis self-check', () => {
       );
     } finally {
       backend.disconnect();
+      await transport.close();
+    }
+  });
+
+  it('is not ready until the library holds its deployment, whoever loads it', async () => {
+    const prefix = uniquePrefix();
+    const admin = new Redis(redis.url);
+    // A Redis account that may not load functions: an operator loads the library instead.
+    await admin.call('ACL', 'SETUSER', 'noloader', 'on', '>noloader-secret', '~*', '&*', '+@all', '-function|load');
+    const url = new URL(redis.url);
+    url.username = 'noloader';
+    url.password = 'noloader-secret';
+    const transport = checkingTransport(prefix, url.toString());
+    await transport.start(ignoringHandler());
+    try {
+      await sleep(20 * PROBE_INTERVAL_MS);
+      expect(transport.isListening()).toBe(false);
+      await admin.call('FUNCTION', 'LOAD', 'REPLACE', redisLibrary(new Map([[prefix, DEFAULT_HISTORY_SETTINGS]])));
+      await until(() => transport.isListening(), 2000, 'ready once the library holds the deployment');
+    } finally {
+      admin.disconnect();
       await transport.close();
     }
   });

@@ -142,6 +142,8 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
   private closing = false;
   private timer: NodeJS.Timeout | undefined;
   private libraryCheck: Promise<void> | undefined;
+  /** The library held this deployment's limits when last looked at since the publisher connected. */
+  private libraryLoaded = false;
 
   constructor(private readonly options: RedisTransportOptions) {
     this.log = (options.logger ?? NOOP_LOGGER).child({ component: 'redis-transport' });
@@ -172,8 +174,17 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     this.historyReader.on('error', (err: Error) => this.log.warn({ err }, 'redis history reader error'));
     const publisher = this.publisher;
     const prepare = (): void => {
-      this.events.prepare().catch((err: Error) => this.log.error({ err }, 'loading the ssehub Redis functions failed'));
+      this.events.prepare().then(
+        () => {
+          this.libraryLoaded = true;
+        },
+        (err: Error) => this.log.error({ err }, 'loading the ssehub Redis functions failed'),
+      );
     };
+    // A Redis that restarted without persistence comes back without the library.
+    publisher.on('close', () => {
+      this.libraryLoaded = false;
+    });
     if (publisher instanceof Cluster) {
       publisher.on('ready', () => {
         prepare();
@@ -392,7 +403,12 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     if (this.libraryCheck !== undefined || this.closing || this.publisher.status !== 'ready') return;
     this.libraryCheck = this.events
       .ensureLoaded()
-      .catch((err: Error) => this.log.warn({ err }, 'checking the ssehub Redis functions failed'))
+      .then(
+        () => {
+          this.libraryLoaded = true;
+        },
+        (err: Error) => this.log.warn({ err }, 'checking the ssehub Redis functions failed'),
+      )
       .finally(() => {
         this.libraryCheck = undefined;
       });
@@ -495,9 +511,13 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     return `${this.channelPrefix}:ticket:${key}`;
   }
 
-  /** Subscribed, and able to publish and read history: a replica that cannot publish is not ready for webhooks. */
+  /**
+   * Subscribed, and able to publish and read history: a replica that cannot publish is not ready
+   * for webhooks, nor is one whose deployment the function library does not hold yet (a backend's
+   * FCALL would fail).
+   */
   isListening(): boolean {
-    if (this.shards.size === 0) return false;
+    if (this.shards.size === 0 || !this.libraryLoaded) return false;
     for (const shard of this.shards.values()) if (!shard.listening) return false;
     return this.publisher.status === 'ready' && this.historyReader.status === 'ready';
   }
