@@ -92,6 +92,9 @@ describe('the Redis self-check', () => {
       expect(transport.isListening()).toBe(false);
       await admin.call('FUNCTION', 'LOAD', 'REPLACE', redisLibrary(new Map([[prefix, DEFAULT_HISTORY_SETTINGS]])));
       await until(() => transport.isListening(), 2000, 'ready once the library holds the deployment');
+      // Gone again, and this replica may not put it back: a backend's FCALL would fail.
+      await admin.call('FUNCTION', 'DELETE', 'ssehub');
+      await until(() => !transport.isListening(), 2000, 'not ready once the library is gone');
     } finally {
       admin.disconnect();
       await transport.close();

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { Publisher } from '../../src/publisher';
 import { DEFAULT_HISTORY_SETTINGS, redisLibrary, userKeys } from '../../src/transport/redis/library';
+import { LIBRARY_WAIT_MS } from '../../src/transport/redis/events';
 import { EventRejectedError, TransportUnavailableError } from '../../src/transport/transport';
 import { SHARED_REDIS_URL, metricValue, startReadyHub, uniquePrefix, type HubProcess } from '../helpers/hub-process';
 import { OwnRedis } from '../helpers/redis-server';
@@ -1075,13 +1076,25 @@ describe('the Publisher API and FCALL', () => {
       expect(parseId(id).seq).toBe(1);
       expect(await limitsOf(prefix)).toBe(own);
 
-      // With no replica of its deployment connected, the publisher fails and loads nothing.
+      // With no replica of its deployment connected, the publisher fails and loads nothing: every
+      // publish under way (a burst of one user, others' too) waits for the same 3 s, not 3 s each,
+      // and the next ones fail at once for a while.
       const orphan = uniquePrefix();
       const lonely = await Publisher.connectRedis({ url: redis.url, channelPrefix: orphan });
       try {
-        const refusal = await lonely.publish('system', user, { type: 'NOBODY' }).catch((err: unknown) => err);
-        expect(refusal).toBeInstanceOf(TransportUnavailableError);
-        expect((refusal as Error).message).toMatch(/no limits loaded for prefix/);
+        const startedAt = Date.now();
+        const burst = ['a', 'a', 'a', 'b', 'c'].map((who, n) =>
+          lonely.publish('system', `${user}-${who}`, { type: 'NOBODY', n }).catch((err: unknown) => err),
+        );
+        const refusals = await Promise.all(burst);
+        expect(Date.now() - startedAt).toBeLessThan(LIBRARY_WAIT_MS + 1500);
+        for (const refusal of refusals) {
+          expect(refusal).toBeInstanceOf(TransportUnavailableError);
+          expect((refusal as Error).message).toMatch(/no limits loaded for prefix/);
+        }
+        const againAt = Date.now();
+        await expect(lonely.publish('system', user, { type: 'NOBODY' })).rejects.toThrow(TransportUnavailableError);
+        expect(Date.now() - againAt).toBeLessThan(500);
       } finally {
         await lonely.close();
       }

@@ -100,6 +100,17 @@ interface QueuedEvent extends BatchItem {
   reject(err: unknown): void;
 }
 
+interface LoadedLibrary {
+  version: number;
+  settings: Map<string, HistorySettings>;
+  own: HistorySettings | undefined;
+}
+
+/** A wait that does not keep the process alive. */
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)).unref());
+}
+
 /** Times a replica looks again, right after it loaded the library, for a simultaneous load that left it out. */
 const RECHECKS_AFTER_LOAD = 3;
 
@@ -131,6 +142,13 @@ export interface RedisEventsOptions {
 export class RedisEvents {
   /** Users with a publish on its way, and the events queued behind it. */
   private readonly queues = new Map<string, QueuedEvent[]>();
+  private holding = false;
+  /** One reload for every call that found the library missing at once. */
+  private reloading: Promise<void> | undefined;
+  /** A publisher's one wait for a replica to put the library back, shared by every call that found it missing. */
+  private libraryWait: Promise<boolean> | undefined;
+  /** When a publisher last gave up waiting: calls fail at once for LIBRARY_WAIT_MS after it. */
+  private gaveUpWaitingAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly redis: Redis | Cluster,
@@ -154,13 +172,23 @@ export class RedisEvents {
     await this.load(true);
   }
 
+  /** Whether the library held this deployment's limits when last looked at (or loaded) since `forgetLibrary()`. */
+  holdsLimits(): boolean {
+    return this.holding;
+  }
+
+  /** The connection went: whatever it held, a Redis that restarted without persistence comes back without it. */
+  forgetLibrary(): void {
+    this.holding = false;
+  }
+
   private async load(onlyIfMissing: boolean): Promise<void> {
     if (!(await this.loadOnce(onlyIfMissing))) return;
     // FUNCTION LOAD replaces the whole library: a replica of another deployment that read it just
     // before this load wrote its own copy without this deployment. Looking again a moment later
     // (jittered, so two such replicas do not meet again) puts it back before backends notice.
     for (let round = 1; round <= RECHECKS_AFTER_LOAD; round++) {
-      await new Promise((resolve) => setTimeout(resolve, (10 + Math.random() * 40) * round));
+      await pause((10 + Math.random() * 40) * round);
       if (!(await this.loadOnce(true))) return;
     }
   }
@@ -171,26 +199,26 @@ export class RedisEvents {
     // Only a replica knows its deployment's limits; anything else loading would write the defaults in their place.
     if (own === undefined) return false;
     const loaded = await this.loadedLibrary();
-    const present = loaded?.settings.get(this.prefix);
+    const present = loaded.own;
+    this.holding = present !== undefined;
     // A newer library is a rolling upgrade's: the replica that loaded it answers for it.
-    if (onlyIfMissing && loaded && (loaded.version > LIBRARY_VERSION || present !== undefined)) return false;
-    if (loaded && loaded.version > LIBRARY_VERSION) {
+    if (onlyIfMissing && (loaded.version > LIBRARY_VERSION || present !== undefined)) return false;
+    if (loaded.version > LIBRARY_VERSION) {
       // A newer replica of a rolling upgrade loaded it; its functions keep this version's forms.
       if (present === undefined)
         this.options.log?.error({ prefix: this.prefix }, 'a newer ssehub library is loaded without this deployment');
       return false;
     }
-    if (loaded && loaded.version === LIBRARY_VERSION && present !== undefined && sameSettings(present, own)) {
-      return false;
-    }
+    if (loaded.version === LIBRARY_VERSION && present !== undefined && sameSettings(present, own)) return false;
     if (present !== undefined && !sameSettings(present, own)) {
       this.options.log?.warn(
         { prefix: this.prefix, loaded: present, own },
         'the ssehub library held other limits for this prefix; loading this replica’s (every replica of a deployment must share one configuration)',
       );
     }
-    const base = loaded?.version === LIBRARY_VERSION ? loaded.settings : new Map<string, HistorySettings>();
-    await this.loadLibrary(redisLibrary(withSettings(base, this.prefix, own)));
+    // Every deployment any primary knows of stays, whatever version it was loaded with.
+    await this.loadLibrary(redisLibrary(withSettings(loaded.settings, this.prefix, own)));
+    this.holding = true;
     return true;
   }
 
@@ -203,21 +231,35 @@ export class RedisEvents {
     }
   }
 
-  /** The oldest library loaded on any primary, with the limits it carries. */
-  private async loadedLibrary(): Promise<{ version: number; settings: Map<string, HistorySettings> } | undefined> {
+  /**
+   * The library as the primaries hold it: the oldest version (0 where a primary has none), every
+   * deployment's limits found on any of them, and this deployment's where every one holds them.
+   */
+  private async loadedLibrary(): Promise<LoadedLibrary> {
     const nodes = isCluster(this.redis) ? this.redis.nodes('master') : [this.redis];
-    let oldest: { version: number; settings: Map<string, HistorySettings> } | undefined;
+    let version = Number.POSITIVE_INFINITY;
+    let everywhere = true;
+    const settings = new Map<string, HistorySettings>();
     for (const node of nodes) {
+      let reply: [number, string];
       try {
-        const reply = (await node.call('FCALL_RO', VERSION_FUNCTION, '0')) as [number, string];
-        const found = { version: Number(reply[0]), settings: parseSettings(String(reply[1])) };
-        if (oldest === undefined || found.version < oldest.version || !found.settings.has(this.prefix)) oldest = found;
+        reply = (await node.call('FCALL_RO', VERSION_FUNCTION, '0')) as [number, string];
       } catch (err) {
-        if (/Function not found/i.test((err as Error).message ?? '')) return undefined;
-        throw err;
+        if (!/Function not found/i.test((err as Error).message ?? '')) throw err;
+        version = 0;
+        everywhere = false;
+        continue;
       }
+      version = Math.min(version, Number(reply[0]));
+      const found = parseSettings(String(reply[1]));
+      if (!found.has(this.prefix)) everywhere = false;
+      for (const [prefix, limits] of found) if (!settings.has(prefix)) settings.set(prefix, limits);
     }
-    return oldest;
+    return {
+      version: Number.isFinite(version) ? version : 0,
+      settings,
+      own: everywhere ? settings.get(this.prefix) : undefined,
+    };
   }
 
   /**
@@ -368,10 +410,16 @@ export class RedisEvents {
       return await call();
     } catch (err) {
       if (!isLibraryMissing(err)) throw classify(err);
+      // The function refused the call before touching anything: it may run again once the library is back.
+      if (this.options.settings === undefined && !(await this.replicaPutLibraryBack())) throw classify(err);
     }
-    if (this.options.settings === undefined) return this.afterReplicaLoads(call);
     try {
-      await this.prepare();
+      if (this.options.settings !== undefined) {
+        this.reloading ??= this.prepare().finally(() => {
+          this.reloading = undefined;
+        });
+        await this.reloading;
+      }
       return await call();
     } catch (err) {
       throw classify(err);
@@ -380,18 +428,33 @@ export class RedisEvents {
 
   /**
    * A publisher does not know the deployment's limits: loading the library itself would write
-   * the defaults in their place. It waits for a replica to put them back instead.
+   * the defaults in their place. It waits for a replica to put them back instead, once for all the
+   * calls that found them missing, and not again for LIBRARY_WAIT_MS after it gave up.
    */
-  private async afterReplicaLoads(call: () => Promise<Reply>): Promise<Reply> {
+  private async replicaPutLibraryBack(): Promise<boolean> {
+    if (Date.now() - this.gaveUpWaitingAt < LIBRARY_WAIT_MS) return false;
+    this.libraryWait ??= this.waitForLibrary().finally(() => {
+      this.libraryWait = undefined;
+    });
+    return this.libraryWait;
+  }
+
+  private async waitForLibrary(): Promise<boolean> {
     const deadline = Date.now() + LIBRARY_WAIT_MS;
-    for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 500)) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, Math.max(0, deadline - Date.now()))));
+    for (
+      let delayMs = 100;
+      Date.now() < deadline && this.redis.status !== 'end';
+      delayMs = Math.min(delayMs * 2, 500)
+    ) {
+      await pause(Math.min(delayMs, deadline - Date.now()));
       try {
-        return await call();
-      } catch (err) {
-        if (!isLibraryMissing(err) || Date.now() >= deadline) throw classify(err);
+        if ((await this.loadedLibrary()).own !== undefined) return true;
+      } catch {
+        // Unreachable for now: the deadline decides.
       }
     }
+    this.gaveUpWaitingAt = Date.now();
+    return false;
   }
 }
 

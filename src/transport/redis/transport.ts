@@ -142,8 +142,6 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
   private closing = false;
   private timer: NodeJS.Timeout | undefined;
   private libraryCheck: Promise<void> | undefined;
-  /** The library held this deployment's limits when last looked at since the publisher connected. */
-  private libraryLoaded = false;
 
   constructor(private readonly options: RedisTransportOptions) {
     this.log = (options.logger ?? NOOP_LOGGER).child({ component: 'redis-transport' });
@@ -174,17 +172,9 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     this.historyReader.on('error', (err: Error) => this.log.warn({ err }, 'redis history reader error'));
     const publisher = this.publisher;
     const prepare = (): void => {
-      this.events.prepare().then(
-        () => {
-          this.libraryLoaded = true;
-        },
-        (err: Error) => this.log.error({ err }, 'loading the ssehub Redis functions failed'),
-      );
+      this.events.prepare().catch((err: Error) => this.log.error({ err }, 'loading the ssehub Redis functions failed'));
     };
-    // A Redis that restarted without persistence comes back without the library.
-    publisher.on('close', () => {
-      this.libraryLoaded = false;
-    });
+    publisher.on('close', () => this.events.forgetLibrary());
     if (publisher instanceof Cluster) {
       publisher.on('ready', () => {
         prepare();
@@ -403,12 +393,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
     if (this.libraryCheck !== undefined || this.closing || this.publisher.status !== 'ready') return;
     this.libraryCheck = this.events
       .ensureLoaded()
-      .then(
-        () => {
-          this.libraryLoaded = true;
-        },
-        (err: Error) => this.log.warn({ err }, 'checking the ssehub Redis functions failed'),
-      )
+      .catch((err: Error) => this.log.warn({ err }, 'checking the ssehub Redis functions failed'))
       .finally(() => {
         this.libraryCheck = undefined;
       });
@@ -517,7 +502,7 @@ export class RedisTransport implements Transport, TicketStore, QuotaStore, UserS
    * FCALL would fail).
    */
   isListening(): boolean {
-    if (this.shards.size === 0 || !this.libraryLoaded) return false;
+    if (this.shards.size === 0 || !this.events.holdsLimits()) return false;
     for (const shard of this.shards.values()) if (!shard.listening) return false;
     return this.publisher.status === 'ready' && this.historyReader.status === 'ready';
   }
